@@ -1,0 +1,78 @@
+// Types shared by the stages. One place, so a stage's input and output are named once.
+
+/** One input document as read from a shard, before tokenization. */
+export interface Document {
+  /** The input file it came from, as given (path or URI). */
+  source: string;
+  /** Row index inside that file (0-based, counts every record, bad ones included). */
+  row: number;
+  /** `--id-field` value, else `<source>#<row>`. */
+  id: string;
+  text: string;
+}
+
+/** A document that could not be scored, with the reason. Written to the rejects file; never dropped silently. */
+export interface Rejected {
+  source: string;
+  row: number;
+  /** The id when it could be read, else null. */
+  id: string | null;
+  /** The field at fault (`text`, `id`, or `line` for a malformed record). */
+  field: string;
+  reason: string;
+}
+
+/** What a reader yields: a document to score or a record of why one cannot be. */
+export type ReadItem = { kind: 'doc'; doc: Document } | { kind: 'reject'; reject: Rejected };
+
+/** A document after tokenization. */
+export interface TokenizedDocument extends Document {
+  /** Token ids as scored, special tokens from the post-processor included. */
+  tokenIds: Int32Array;
+}
+
+/** Window geometry: a document of n tokens is scored in windows [kS, min(kS+C, n)). */
+export interface WindowSpec {
+  /** C: tokens per window. */
+  contextTokens: number;
+  /** S: stride between window starts, 1 <= S <= C. */
+  strideTokens: number;
+}
+
+/**
+ * One window of one document. Tokens [start, end) of the document are fed with position ids 0..end-start-1;
+ * the window's scores are kept for document tokens [scoreFrom, end) (the first window that contains them).
+ */
+export interface Window {
+  /** Sequence number of the document in input order (reassembly key). */
+  docSeq: number;
+  start: number;
+  end: number;
+  scoreFrom: number;
+}
+
+/** A padded inference batch: B rows of T tokens, right-padded, row r holds lengths[r] real tokens. */
+export interface Batch {
+  rows: number;
+  /** T, the padded length. */
+  width: number;
+  /** [rows * width] token ids; padding is 0. */
+  tokens: Int32Array;
+  lengths: Int32Array;
+  windows: Window[];
+}
+
+/**
+ * Scores of a batch for one model, [rows * width], aligned with the batch tokens:
+ * logprob[r*width + t] = log P(token t | tokens 0..t-1 of the row) for t >= 1; index 0 of every row is unused.
+ */
+export interface ModelBatchScores {
+  logprob: Float32Array;
+  entropy?: Float32Array;
+}
+
+/** A fully scored document, ready to write. Arrays are aligned with tokenIds. */
+export interface ScoredDocument extends TokenizedDocument {
+  /** Per model name: logprob per token. Positions where the window rule gives no context hold NaN and are written as null. */
+  scores: Map<string, { logprob: Float32Array; entropy?: Float32Array }>;
+}
