@@ -9,6 +9,8 @@ export interface Document {
   /** `--id-field` value, else `<source>#<row>`. */
   id: string;
   text: string;
+  /** Sequence number in this run's input order, assigned by the job (the key that reassembles windows). */
+  docSeq?: number;
 }
 
 /** A document that could not be scored, with the reason. Written to the rejects file; never dropped silently. */
@@ -27,6 +29,7 @@ export type ReadItem = { kind: 'doc'; doc: Document } | { kind: 'reject'; reject
 
 /** A document after tokenization. */
 export interface TokenizedDocument extends Document {
+  docSeq: number;
   /** Token ids as scored, special tokens from the post-processor included. */
   tokenIds: Int32Array;
 }

@@ -1,0 +1,122 @@
+import type { CommandModule } from 'yargs';
+import { runScore, DEFAULT_CACHE_DIR, type ModelSpec, type RunSummary } from '../../pipeline/score-job.js';
+import { ConfigError, exitCodeOf } from '../../pipeline/errors.js';
+import { fmtDuration } from '../../pipeline/progress.js';
+
+interface ScoreArgs {
+  model: string[];
+  'model-name': string;
+  tokenizer: string;
+  input: string[];
+  output: string;
+  'text-field': string;
+  'id-field'?: string;
+  context?: number;
+  stride?: number;
+  'batch-tokens': number;
+  format: 'parquet' | 'arrow';
+  device: 'cpu' | 'cuda' | 'webgpu';
+  'device-id': number;
+  'append-eos': boolean;
+  'eos-token'?: string;
+  entropy: boolean;
+  'unit-docs': number;
+  'max-reject-ratio': number;
+  overwrite: boolean;
+  'cache-dir': string;
+  threads?: number;
+  progress: boolean;
+  json: boolean;
+}
+
+/** `--model PATH` (named by --model-name) or `--model NAME=PATH`, repeatable. */
+export function parseModels(values: string[], defaultName: string): ModelSpec[] {
+  return values.map((v, i) => {
+    const eq = v.indexOf('=');
+    if (eq > 0 && !v.slice(0, eq).includes('/')) return { name: v.slice(0, eq), path: v.slice(eq + 1) };
+    if (values.length > 1) throw new ConfigError(`with several --model values, name each one: --model NAME=PATH (value ${i + 1}: ${v})`);
+    return { name: defaultName, path: v };
+  });
+}
+
+export const scoreCommand: CommandModule<object, ScoreArgs> = {
+  command: 'score',
+  describe: 'Score every token of text shards with ONNX reference model(s); write per-token log-probs as Parquet/Arrow',
+  builder: (y) =>
+    y
+      .usage('$0 score --model PATH --tokenizer PATH --input GLOB... --output DIR [options]')
+      .option('model', { type: 'string', array: true, demandOption: true, describe: 'ONNX causal LM (HF/optimum export with a `logits` output). Repeat as NAME=PATH to score with several models in one pass (e.g. ref=a.onnx base=b.onnx)' })
+      .option('model-name', { type: 'string', default: 'ref', describe: 'Column prefix for a single unnamed --model: writes <name>_logprob' })
+      .option('tokenizer', { type: 'string', demandOption: true, describe: 'Hugging Face tokenizer.json (its post-processor decides BOS/EOS, as tokenizer(text) does)' })
+      .option('input', { type: 'string', array: true, demandOption: true, describe: 'Input shards or globs: .jsonl/.ndjson (plain, .gz, .zst), .parquet, .arrow/.ipc' })
+      .option('output', { type: 'string', demandOption: true, describe: 'Output dir: <shard>/part-NNNNN.parquet, manifest.json, _rho/ (completion records, rejects)' })
+      .option('text-field', { type: 'string', default: 'text', describe: 'Field/column holding the document text' })
+      .option('id-field', { type: 'string', describe: 'Field/column holding the document id (default: ids are <source>#<row>)' })
+      .option('context', { type: 'number', describe: 'C, tokens per window (default: the model\'s max positions from its config.json, else 2048)' })
+      .option('stride', { type: 'number', describe: 'S, tokens between window starts, 1..C (default C: no overlap). Every token after the first gets at least C-S tokens of context' })
+      .option('batch-tokens', { type: 'number', default: 8192, describe: 'Token budget of one inference batch (rows x padded width). Larger is not faster on CPU: logits [B,T,V] fall out of cache' })
+      .option('format', { choices: ['parquet', 'arrow'] as const, default: 'parquet' as const, describe: 'Parquet (zstd) or Arrow IPC file (uncompressed)' })
+      .option('device', { choices: ['cpu', 'cuda', 'webgpu'] as const, default: 'cpu' as const, describe: 'Execution provider. cuda needs onnxruntime-node installed with ONNXRUNTIME_NODE_INSTALL=cuda12; never falls back silently' })
+      .option('device-id', { type: 'number', default: 0, describe: 'GPU index for --device cuda' })
+      .option('append-eos', { type: 'boolean', default: false, describe: 'Append the EOS token after the post-processor\'s tokens (tokenizer_config.json add_eos_token is ignored by every library)' })
+      .option('eos-token', { type: 'string', describe: 'EOS token for --append-eos (default: tokenizer_config.json eos_token, else a well-known name)' })
+      .option('entropy', { type: 'boolean', default: false, describe: 'Also write <name>_entropy: entropy (nats) of the distribution that scores each token' })
+      .option('unit-docs', { type: 'number', default: 10000, describe: 'Documents per work unit (one output file + completion record); a crash loses at most one unit' })
+      .option('max-reject-ratio', { type: 'number', default: 0.01, describe: 'Exit 3 when more than this fraction of input documents was rejected (rejects are listed in _rho/rejects/)' })
+      .option('overwrite', { type: 'boolean', default: false, describe: 'Delete results of another configuration in --output instead of refusing' })
+      .option('cache-dir', { type: 'string', default: DEFAULT_CACHE_DIR, describe: 'Where prepared (log-prob) graphs are cached, keyed by model sha256 (env RHO_CACHE_DIR)' })
+      .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads (default: onnxruntime\'s choice, the physical cores)' })
+      .option('progress', { type: 'boolean', default: true, describe: 'Progress line on stderr (--no-progress to silence)' })
+      .option('json', { type: 'boolean', default: false, describe: 'Print the run summary as JSON on stdout' }) as never,
+  handler: async (args) => {
+    let summary: RunSummary;
+    try {
+      summary = await runScore({
+        models: parseModels(args.model, args['model-name']),
+        tokenizer: args.tokenizer,
+        inputs: args.input,
+        output: args.output,
+        textField: args['text-field'],
+        idField: args['id-field'],
+        context: args.context,
+        stride: args.stride,
+        batchTokens: args['batch-tokens'],
+        format: args.format,
+        device: args.device,
+        deviceId: args['device-id'],
+        appendEos: args['append-eos'],
+        eosToken: args['eos-token'],
+        entropy: args.entropy,
+        unitDocs: args['unit-docs'],
+        maxRejectRatio: args['max-reject-ratio'],
+        overwrite: args.overwrite,
+        cacheDir: args['cache-dir'],
+        threads: args.threads,
+        progress: args.progress,
+      });
+    } catch (e) {
+      const s = (e as { summary?: RunSummary }).summary;
+      if (s) printSummary(s, args.json);
+      process.exitCode = exitCodeOf(e);
+      throw e;
+    }
+    printSummary(summary, args.json);
+  },
+};
+
+function printSummary(s: RunSummary, json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify({ output: s.output, run: s.run, totals: s.manifest.totals, shards: s.manifest.shards }) + '\n');
+    return;
+  }
+  const t = s.manifest.totals;
+  const r = s.run;
+  const lines = [
+    `rho score: wrote ${s.output}`,
+    `  this run: ${r.units_written} units written, ${r.units_skipped} already done; ${r.docs_in} documents in = ${r.scored} scored + ${r.rejected} rejected`,
+    `            ${r.tokens} tokens (${r.scored_tokens} scored) in ${fmtDuration(r.wall_seconds)}, ${Math.round(r.tokens_per_second)} scored tokens/s, padding ${(r.padding_fraction * 100).toFixed(1)}%`,
+    `  output dir: ${t.units_done} units, ${t.docs_in} documents in = ${t.scored} scored + ${t.rejected} rejected, ${t.tokens} tokens`,
+  ];
+  for (const sh of s.manifest.shards) lines.push(`    ${sh.source}: ${sh.docs_in} in = ${sh.scored} scored + ${sh.rejected} rejected, ${sh.tokens} tokens -> ${sh.key}/`);
+  process.stdout.write(lines.join('\n') + '\n');
+}

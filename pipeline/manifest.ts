@@ -1,0 +1,82 @@
+// manifest.json: provenance plus the accounting of the whole output dir, rebuilt from the completion records
+// (so several runners writing one dir agree on it). Fields under "run" vary from run to run (wall time);
+// everything else is a function of the inputs and the configuration.
+import { LAYOUT, shardKey, type CompletionRecord } from './units.js';
+import type { OutputStore } from './store.js';
+import type { InputShard } from './inputs.js';
+
+export interface ShardAccount {
+  source: string;
+  bytes: number;
+  key: string;
+  units_done: number;
+  docs_in: number;
+  scored: number;
+  rejected: number;
+  tokens: number;
+  scored_tokens: number;
+}
+
+export interface Manifest {
+  schema_version: number;
+  provenance: Record<string, string>;
+  config_sha256: string;
+  shards: ShardAccount[];
+  totals: Omit<ShardAccount, 'source' | 'bytes' | 'key'> & { shards: number; bytes: number };
+  files: { file: string; rows: number; bytes: number; sha256: string }[];
+  run: Record<string, unknown>;
+}
+
+export async function readCompletionRecords(store: OutputStore): Promise<CompletionRecord[]> {
+  const out: CompletionRecord[] = [];
+  for (const rel of await store.list(LAYOUT.doneDir)) {
+    if (!rel.endsWith('.json')) continue;
+    out.push(JSON.parse(new TextDecoder().decode((await store.read(rel))!)) as CompletionRecord);
+  }
+  return out.sort((a, b) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0));
+}
+
+export async function buildManifest(store: OutputStore, opts: { provenance: Record<string, string>; inputs: InputShard[]; configSha: string; runMeta: Record<string, unknown> }): Promise<Manifest> {
+  const records = (await readCompletionRecords(store)).filter((r) => r.config_sha256 === opts.configSha);
+  const bySource = new Map<string, ShardAccount>();
+  for (const s of opts.inputs) {
+    bySource.set(s.source, { source: s.source, bytes: s.bytes, key: shardKey(s.source), units_done: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 });
+  }
+  for (const r of records) {
+    let a = bySource.get(r.source);
+    if (!a) {
+      // Done by another runner over a larger input list: still part of this dir's table.
+      a = { source: r.source, bytes: 0, key: shardKey(r.source), units_done: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
+      bySource.set(r.source, a);
+    }
+    a.units_done++;
+    a.docs_in += r.docs_in;
+    a.scored += r.scored;
+    a.rejected += r.rejected;
+    a.tokens += r.tokens;
+    a.scored_tokens += r.scored_tokens;
+  }
+  const shards = [...bySource.values()];
+  const totals = { shards: shards.length, bytes: 0, units_done: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
+  for (const a of shards) {
+    totals.bytes += a.bytes;
+    totals.units_done += a.units_done;
+    totals.docs_in += a.docs_in;
+    totals.scored += a.scored;
+    totals.rejected += a.rejected;
+    totals.tokens += a.tokens;
+    totals.scored_tokens += a.scored_tokens;
+  }
+  return {
+    schema_version: Number(opts.provenance['rho.schema_version']),
+    provenance: {
+      ...opts.provenance,
+      'rho.inputs': JSON.stringify(opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes }))),
+    },
+    config_sha256: opts.configSha,
+    shards,
+    totals,
+    files: records.map((r) => ({ file: r.file, rows: r.scored, bytes: r.bytes, sha256: r.sha256 })),
+    run: { ...opts.runMeta, finished_at: new Date().toISOString(), note: 'fields under "run" vary between runs' },
+  };
+}

@@ -1,0 +1,447 @@
+// The score job: read → tokenize → window → batch → score (worker threads) → reassemble → write, per work
+// unit, with completion records, rejects, and a manifest. The job owns concurrency, backpressure and
+// accounting; the stages only transform.
+import { createHash } from 'node:crypto';
+import { createReadStream, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { readShard } from '../stages/read.js';
+import { TextTokenizer } from '../stages/tokenize.js';
+import { planWindows, validateWindowSpec } from '../stages/window.js';
+import { planBatches, buildBatch } from '../stages/batch.js';
+import { Scorer } from '../stages/score.js';
+import { scoredTable, encodeTable, sha256, type OutputFormat } from '../stages/write.js';
+import { prepareModel, type PreparedModel } from '../model/prepare.js';
+import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION } from '../schemas/contract.js';
+import { resolveInputs, type InputShard } from './inputs.js';
+import { LocalStore, type OutputStore } from './store.js';
+import { LAYOUT, dataPath, donePath, rejectsPath, unitName, type CompletionRecord, type UnitId } from './units.js';
+import { Progress } from './progress.js';
+import { ConfigError, RejectRatioError } from './errors.js';
+import { RHO_VERSION } from './version.js';
+import { buildManifest, type Manifest } from './manifest.js';
+import type { Document, Rejected, ScoredDocument, TokenizedDocument, Window, WindowSpec } from './types.js';
+
+export interface ModelSpec {
+  name: string;
+  path: string;
+}
+
+export interface ScoreConfig {
+  models: ModelSpec[];
+  tokenizer: string;
+  inputs: string[];
+  output: string;
+  textField: string;
+  idField?: string;
+  /** C; default: the smallest max context the models declare, else 2048. */
+  context?: number;
+  /** S; default C. */
+  stride?: number;
+  batchTokens: number;
+  format: OutputFormat;
+  device: 'cpu' | 'cuda' | 'webgpu';
+  deviceId?: number;
+  appendEos: boolean;
+  eosToken?: string;
+  entropy: boolean;
+  /** Documents per work unit (output file / completion record). */
+  unitDocs: number;
+  maxRejectRatio: number;
+  overwrite: boolean;
+  cacheDir?: string;
+  threads?: number;
+  progress: boolean;
+}
+
+export interface RunSummary {
+  output: string;
+  manifest: Manifest;
+  /** This run only (units skipped because they were already done are not counted here). */
+  run: { units_written: number; units_skipped: number; docs_in: number; scored: number; rejected: number; tokens: number; scored_tokens: number; wall_seconds: number; tokens_per_second: number; padding_fraction: number };
+}
+
+export const DEFAULT_CACHE_DIR = process.env.RHO_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'rho');
+
+function fileSha256(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path).on('data', (c) => h.update(c)).on('error', reject).on('end', () => resolve(h.digest('hex')));
+  });
+}
+
+/** What fixes the meaning of an output dir. A rerun with a different identity is refused (or --overwrite). */
+export interface RunIdentity {
+  schema_version: number;
+  models: { name: string; sha256: string }[];
+  tokenizer_sha256: string;
+  context: number;
+  stride: number;
+  special_tokens: { post_processor: true; append_eos: boolean; eos_id: number | null };
+  entropy: boolean;
+  text_field: string;
+  id_field: string | null;
+  unit_docs: number;
+  format: OutputFormat;
+}
+
+interface DocState {
+  doc: TokenizedDocument;
+  scores: ScoredDocument['scores'];
+  pendingWindows: number;
+  unit: UnitState;
+}
+
+interface DocItem {
+  kind: 'doc';
+  /** Null until the document is tokenized. */
+  st: DocState | null;
+}
+
+interface DocSlot {
+  unit: UnitState;
+  item: DocItem;
+}
+
+interface UnitState {
+  id: UnitId;
+  firstRow: number;
+  items: (DocItem | { kind: 'reject'; reject: Rejected })[];
+  pendingDocs: number;
+  closed: boolean;
+  writing: boolean;
+}
+
+export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
+  // ---- everything that can be wrong with the request is checked before any work ----
+  if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  const names = new Set<string>();
+  for (const m of cfg.models) {
+    if (!MODEL_NAME_PATTERN.test(m.name)) throw new ConfigError(`model name "${m.name}" must match ${MODEL_NAME_PATTERN} (it becomes the column prefix <name>_logprob)`);
+    if (names.has(m.name)) throw new ConfigError(`model name "${m.name}" given twice`);
+    names.add(m.name);
+  }
+  if (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
+  if (!Number.isInteger(cfg.unitDocs) || cfg.unitDocs < 1) throw new ConfigError(`--unit-docs must be a positive integer (got ${cfg.unitDocs})`);
+  if (!(cfg.maxRejectRatio >= 0 && cfg.maxRejectRatio <= 1)) throw new ConfigError(`--max-reject-ratio must be in [0, 1] (got ${cfg.maxRejectRatio})`);
+
+  let shards: InputShard[];
+  try {
+    shards = await resolveInputs(cfg.inputs);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  const store: OutputStore = new LocalStore(cfg.output);
+  await store.checkWritable().catch((e: Error) => { throw new ConfigError(e.message); });
+
+  let tokenizer: TextTokenizer;
+  try {
+    tokenizer = TextTokenizer.load(cfg.tokenizer, { appendEos: cfg.appendEos, eosToken: cfg.eosToken });
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  const cacheDir = cfg.cacheDir ?? DEFAULT_CACHE_DIR;
+  const prepared: PreparedModel[] = [];
+  for (const m of cfg.models) {
+    try {
+      prepared.push(await prepareModel({ path: m.path, name: m.name, cacheDir: join(cacheDir, 'models'), entropy: cfg.entropy }));
+    } catch (e) {
+      throw new ConfigError(`model ${m.name} (${m.path}): ${(e as Error).message}`);
+    }
+  }
+  const declared = prepared.map((p) => p.maxContext).filter((c): c is number => c !== null);
+  const modelMax = declared.length ? Math.min(...declared) : null;
+  const context = cfg.context ?? modelMax ?? 2048;
+  if (modelMax !== null && context > modelMax) {
+    throw new ConfigError(`--context ${context} is longer than the ${modelMax} positions a model declares (config.json next to the model); use --context ${modelMax} or less`);
+  }
+  const spec: WindowSpec = { contextTokens: context, strideTokens: cfg.stride ?? context };
+  try {
+    validateWindowSpec(spec);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+
+  const tokenizerSha = await fileSha256(cfg.tokenizer);
+  const identity: RunIdentity = {
+    schema_version: SCHEMA_VERSION,
+    models: prepared.map((p) => ({ name: p.name, sha256: p.sha256 })),
+    tokenizer_sha256: tokenizerSha,
+    context: spec.contextTokens,
+    stride: spec.strideTokens,
+    special_tokens: { post_processor: true, append_eos: cfg.appendEos, eos_id: cfg.appendEos ? tokenizer.info.eosId : null },
+    entropy: cfg.entropy,
+    text_field: cfg.textField,
+    id_field: cfg.idField ?? null,
+    unit_docs: cfg.unitDocs,
+    format: cfg.format,
+  };
+  const identityJson = JSON.stringify(identity, null, 2);
+  const configSha = sha256(new TextEncoder().encode(identityJson));
+  await claimOutputDir(store, identityJson, cfg.overwrite);
+
+  const done = new Set<string>();
+  for (const rel of await store.list(LAYOUT.doneDir)) {
+    const rec = JSON.parse(new TextDecoder().decode((await store.read(rel))!)) as CompletionRecord;
+    if (rec.config_sha256 === configSha) done.add(rec.unit);
+  }
+
+  const scorer = await Scorer.open({ models: prepared, device: cfg.device, deviceId: cfg.deviceId, intraOpThreads: cfg.threads, tokenizerVocabSize: tokenizer.info.vocabSize })
+    .catch((e: Error) => { throw new ConfigError(e.message); });
+
+  const modelNames = prepared.map((p) => p.name);
+  const provenance = new Map<string, string>([
+    [META.schemaVersion, String(SCHEMA_VERSION)],
+    [META.rhoVersion, RHO_VERSION],
+    [META.models, JSON.stringify(prepared.map((p) => ({ name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData })))],
+    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, sha256: tokenizerSha })],
+    [META.context, String(spec.contextTokens)],
+    [META.stride, String(spec.strideTokens)],
+    [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
+  ]);
+
+  // ---- the run ----
+  const run = { units_written: 0, units_skipped: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
+  let inputBytesDone = 0;
+  let paddedPositions = 0;
+  let realPositions = 0;
+  const progress = new Progress(shards.reduce((a, s) => a + s.bytes, 0), () => ({ docs: run.scored, rejected: run.rejected, tokens: run.scored_tokens, inputBytesDone }), cfg.progress);
+
+  const docs = new Map<number, DocState>();
+  let nextDocSeq = 0;
+  let pool: Window[] = [];
+  let poolTokens = 0;
+  const poolLimit = Math.max(cfg.batchTokens * 16, context * 4);
+  const inflight = new Set<Promise<void>>();
+  const maxInflight = 2;
+  let failure: Error | null = null;
+  let writeChain: Promise<void> = Promise.resolve();
+
+  const fail = (e: unknown) => { failure ??= e instanceof Error ? e : new Error(String(e)); };
+
+  const maybeWrite = (u: UnitState) => {
+    if (!u.closed || u.pendingDocs > 0 || u.writing) return;
+    u.writing = true;
+    writeChain = writeChain.then(() => (failure ? undefined : writeUnit(u))).catch(fail);
+  };
+
+  const finishDoc = (st: DocState) => {
+    st.unit.pendingDocs--;
+    maybeWrite(st.unit);
+  };
+
+  const writeUnit = async (u: UnitState) => {
+    const scored: ScoredDocument[] = [];
+    const rejects: Rejected[] = [];
+    let scoredTokens = 0;
+    for (const it of u.items) {
+      if (it.kind === 'reject') rejects.push(it.reject);
+      else {
+        const st = it.st!;
+        scored.push({ ...st.doc, scores: st.scores });
+        const lp = st.scores.get(modelNames[0])!.logprob;
+        for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) scoredTokens++;
+      }
+    }
+    const meta = new Map(provenance);
+    const shard = shards.find((s) => s.source === u.id.source)!;
+    meta.set(META.inputs, JSON.stringify([{ source: shard.source, bytes: shard.bytes }]));
+    meta.set(META.unit, JSON.stringify({ source: u.id.source, part: u.id.part, first_row: u.firstRow, rows: u.items.length }));
+    const bytes = encodeTable(scoredTable(scored, modelNames, cfg.entropy, spec, meta), cfg.format);
+    const file = dataPath(u.id, cfg.format);
+    await store.writeAtomic(file, bytes);
+    let rejectsFile: string | null = null;
+    if (rejects.length) {
+      rejectsFile = rejectsPath(u.id);
+      await store.writeAtomic(rejectsFile, new TextEncoder().encode(rejects.map((r) => JSON.stringify(r)).join('\n') + '\n'));
+    }
+    const tokens = scored.reduce((a, d) => a + d.tokenIds.length, 0);
+    const record: CompletionRecord = {
+      unit: unitName(u.id), source: u.id.source, part: u.id.part, first_row: u.firstRow,
+      docs_in: u.items.length, scored: scored.length, rejected: rejects.length, tokens, scored_tokens: scoredTokens,
+      file, bytes: bytes.length, sha256: sha256(bytes), rejects_file: rejectsFile, config_sha256: configSha,
+    };
+    await store.writeAtomic(donePath(u.id), new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
+    for (const it of u.items) if (it.kind === 'doc') docs.delete(it.st!.doc.docSeq);
+    u.items = [];
+    run.units_written++;
+    run.docs_in += record.docs_in;
+    run.scored += record.scored;
+    run.rejected += record.rejected;
+    run.tokens += tokens;
+    run.scored_tokens += scoredTokens;
+    progress.draw();
+  };
+
+  const dispatchPool = async () => {
+    if (pool.length === 0) return;
+    const plans = planBatches(pool, cfg.batchTokens);
+    pool = [];
+    poolTokens = 0;
+    for (const plan of plans) {
+      while (inflight.size >= maxInflight) await Promise.race(inflight);
+      if (failure) throw failure;
+      const batch = buildBatch(plan, (seq) => docs.get(seq)!.doc.tokenIds);
+      paddedPositions += batch.rows * batch.width;
+      for (const w of plan.windows) realPositions += w.end - w.start;
+      const p: Promise<void> = scorer.score(batch).then((res) => {
+        batch.windows.forEach((w, r) => {
+          const st = docs.get(w.docSeq)!;
+          const rowBase = r * batch.width;
+          for (const [name, s] of res) {
+            const dst = st.scores.get(name)!;
+            const from = w.scoreFrom - w.start;
+            const len = w.end - w.start;
+            dst.logprob.set(s.logprob.subarray(rowBase + from, rowBase + len), w.scoreFrom);
+            if (dst.entropy && s.entropy) dst.entropy.set(s.entropy.subarray(rowBase + from, rowBase + len), w.scoreFrom);
+          }
+          if (--st.pendingWindows === 0) finishDoc(st);
+        });
+      }).catch(fail).finally(() => inflight.delete(p));
+      inflight.add(p);
+    }
+  };
+
+  const addTokenized = async (tokenized: TokenizedDocument[], slots: DocSlot[]) => {
+    for (let i = 0; i < tokenized.length; i++) {
+      const doc = tokenized[i];
+      const slot = slots[i];
+      const unit = slot.unit;
+      const scores: ScoredDocument['scores'] = new Map();
+      for (const name of modelNames) {
+        scores.set(name, { logprob: new Float32Array(doc.tokenIds.length).fill(NaN), entropy: cfg.entropy ? new Float32Array(doc.tokenIds.length).fill(NaN) : undefined });
+      }
+      const windows = planWindows(doc.docSeq, doc.tokenIds.length, spec);
+      const st: DocState = { doc, scores, pendingWindows: windows.length, unit };
+      slot.item.st = st;
+      docs.set(doc.docSeq, st);
+      if (windows.length === 0) {
+        finishDoc(st);
+        continue;
+      }
+      for (const w of windows) {
+        pool.push(w);
+        poolTokens += w.end - w.start;
+      }
+      if (poolTokens >= poolLimit) await dispatchPool();
+    }
+  };
+
+  try {
+    const TOKENIZE_CHUNK_DOCS = 256;
+    const TOKENIZE_CHUNK_CHARS = 2_000_000;
+    for (const shard of shards) {
+      const open = new Map<number, UnitState>();
+      let chunk: Document[] = [];
+      let chunkSlots: DocSlot[] = [];
+      let chunkChars = 0;
+      const flushChunk = async () => {
+        if (chunk.length === 0) return;
+        const c = chunk;
+        const cs = chunkSlots;
+        chunk = [];
+        chunkSlots = [];
+        chunkChars = 0;
+        await addTokenized(await tokenizer.encode(c), cs);
+      };
+      const closeBefore = async (part: number) => {
+        const older = [...open.keys()].filter((p) => p < part);
+        if (older.length === 0) return;
+        await flushChunk();
+        for (const p of older) {
+          const u = open.get(p)!;
+          open.delete(p);
+          u.closed = true;
+          maybeWrite(u);
+        }
+      };
+      let skippedParts = new Set<number>();
+      for await (const item of readShard(shard.source, { textField: cfg.textField, idField: cfg.idField })) {
+        if (failure) throw failure;
+        const row = item.kind === 'doc' ? item.doc.row : item.reject.row;
+        const part = Math.floor(row / cfg.unitDocs);
+        await closeBefore(part);
+        let unit = open.get(part);
+        if (!unit) {
+          const id = { source: shard.source, part };
+          if (done.has(unitName(id))) {
+            if (!skippedParts.has(part)) { skippedParts.add(part); run.units_skipped++; }
+            continue;
+          }
+          unit = { id, firstRow: part * cfg.unitDocs, items: [], pendingDocs: 0, closed: false, writing: false };
+          open.set(part, unit);
+        }
+        if (item.kind === 'reject') {
+          unit.items.push({ kind: 'reject', reject: item.reject });
+          continue;
+        }
+        const slotItem: DocItem = { kind: 'doc', st: null };
+        unit.items.push(slotItem);
+        unit.pendingDocs++;
+        chunk.push({ ...item.doc, docSeq: nextDocSeq++ });
+        chunkSlots.push({ unit, item: slotItem });
+        chunkChars += item.doc.text.length;
+        if (chunk.length >= TOKENIZE_CHUNK_DOCS || chunkChars >= TOKENIZE_CHUNK_CHARS) await flushChunk();
+      }
+      await closeBefore(Number.POSITIVE_INFINITY);
+      inputBytesDone += shard.bytes;
+      skippedParts = new Set();
+    }
+    await dispatchPool();
+    while (inflight.size > 0) await Promise.race(inflight);
+    await writeChain;
+    if (failure) throw failure;
+  } finally {
+    progress.stop();
+    await scorer.close();
+  }
+
+  const manifest = await buildManifest(store, {
+    provenance: Object.fromEntries(provenance),
+    inputs: shards,
+    configSha,
+    runMeta: { wall_seconds: progress.elapsedSeconds() },
+  });
+  await store.writeAtomic(LAYOUT.manifest, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + '\n'));
+  const wall = progress.elapsedSeconds();
+  const summary: RunSummary = {
+    output: store.root,
+    manifest,
+    run: { ...run, wall_seconds: wall, tokens_per_second: run.scored_tokens / wall, padding_fraction: paddedPositions ? 1 - realPositions / paddedPositions : 0 },
+  };
+  const t = manifest.totals;
+  if (t.docs_in > 0 && t.rejected / t.docs_in > cfg.maxRejectRatio) {
+    throw Object.assign(new RejectRatioError(`${t.rejected} of ${t.docs_in} input documents were rejected (${((t.rejected / t.docs_in) * 100).toFixed(2)}% > --max-reject-ratio ${cfg.maxRejectRatio}); see ${cfg.output}/${LAYOUT.rejectsDir}/`), { summary });
+  }
+  return summary;
+}
+
+/** Record the run identity in the output dir, or refuse a dir made with another one. */
+async function claimOutputDir(store: OutputStore, identityJson: string, overwrite: boolean): Promise<void> {
+  const existing = await store.read(LAYOUT.config);
+  const mine = new TextEncoder().encode(identityJson + '\n');
+  if (existing && new TextDecoder().decode(existing) !== identityJson + '\n') {
+    if (!overwrite) {
+      const before = JSON.parse(new TextDecoder().decode(existing)) as Record<string, unknown>;
+      const after = JSON.parse(identityJson) as Record<string, unknown>;
+      const diffs = Object.keys({ ...before, ...after }).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]));
+      throw new ConfigError(`output dir ${store.root} holds results of another configuration (differs in: ${diffs.join(', ')}); use another --output, or --overwrite to delete them and start over`);
+    }
+    for (const rel of await store.list('')) {
+      if (rel.startsWith('_rho/') || rel === LAYOUT.manifest || /\/part-\d{5}\.(parquet|arrow)$/.test(rel)) await store.remove(rel);
+    }
+  }
+  if (!existing || overwrite) {
+    if (existing) await store.writeAtomic(LAYOUT.config, mine);
+    else await store.createExclusive(LAYOUT.config, mine);
+  }
+  // Another runner may have created it first with a different identity.
+  const now = await store.read(LAYOUT.config);
+  if (now && new TextDecoder().decode(now) !== identityJson + '\n') {
+    throw new ConfigError(`output dir ${store.root} was just claimed by a run of another configuration`);
+  }
+}
+
+export function readJson<T>(path: string): T {
+  return JSON.parse(readFileSync(path, 'utf8')) as T;
+}

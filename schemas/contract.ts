@@ -1,0 +1,91 @@
+// The output contract, schema version 1 (ARCHITECTURE.md section 3). Defined once: the writer, `verify`,
+// `select`, `stats` and the tests import it. Changing a name or type here changes the public contract.
+import { Bool, Field, Float32, Int32, Int64, List, Schema, Utf8, type DataType } from 'apache-arrow';
+
+export const SCHEMA_VERSION = 1;
+
+/** Column names that do not depend on a model. */
+export const COL = {
+  id: 'id',
+  source: 'source',
+  row: 'row',
+  tokenIds: 'token_ids',
+  nTokens: 'n_tokens',
+  selectMask: 'select_mask',
+  labels: 'labels',
+  docIds: 'doc_ids',
+  docOffsets: 'doc_offsets',
+} as const;
+
+/** `<model>_logprob`: log P_model(token_i | earlier tokens of its window); null where there is no context. */
+export const logprobColumn = (model: string): string => `${model}_logprob`;
+/** `<model>_entropy`: entropy (nats) of the next-token distribution that scores token i; null where logprob is. */
+export const entropyColumn = (model: string): string => `${model}_entropy`;
+/** `<model>_loss_mean`: mean of -logprob over the document's scored (non-null) tokens; null when none. */
+export const lossMeanColumn = (model: string): string => `${model}_loss_mean`;
+
+/** The ignore index of PyTorch / Hugging Face losses, written in `labels` where a token is not selected. */
+export const IGNORE_INDEX = -100;
+
+/** A model name becomes a column prefix, so it must be a plain identifier. */
+export const MODEL_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9]*$/;
+
+/** Parquet key-value metadata keys (also the Arrow schema metadata keys). Values are strings (JSON where structured). */
+export const META = {
+  schemaVersion: 'rho.schema_version',
+  rhoVersion: 'rho.version',
+  /** JSON: [{name, path, sha256, external_data: [{path, bytes, sha256}]}] */
+  models: 'rho.models',
+  /** JSON: {path, sha256} */
+  tokenizer: 'rho.tokenizer',
+  /** C, tokens per window */
+  context: 'rho.context',
+  /** S, stride between window starts */
+  stride: 'rho.stride',
+  /** JSON: {post_processor: true, append_eos: bool, eos_token, eos_id} */
+  specialTokens: 'rho.special_tokens',
+  /** JSON: [{source, bytes}] — the input shard(s) this file was made from */
+  inputs: 'rho.inputs',
+  /** JSON: {source, part, first_row, rows} — the work unit this file holds */
+  unit: 'rho.unit',
+} as const;
+
+const listOf = (t: DataType, nullable: boolean) => new List(new Field('item', t, nullable));
+
+/** Arrow schema of per-document score output for the given model names. */
+export function scoreSchema(models: readonly string[], opts: { entropy: boolean }, metadata?: Map<string, string>): Schema {
+  const fields: Field[] = [
+    new Field(COL.id, new Utf8(), false),
+    new Field(COL.source, new Utf8(), false),
+    new Field(COL.row, new Int64(), false),
+    new Field(COL.tokenIds, listOf(new Int32(), false), false),
+  ];
+  for (const m of models) {
+    fields.push(new Field(logprobColumn(m), listOf(new Float32(), true), false));
+    if (opts.entropy) fields.push(new Field(entropyColumn(m), listOf(new Float32(), true), false));
+  }
+  fields.push(new Field(COL.nTokens, new Int32(), false));
+  for (const m of models) fields.push(new Field(lossMeanColumn(m), new Float32(), true));
+  return new Schema(fields, metadata);
+}
+
+/** Columns `select` adds. */
+export function selectFields(): Field[] {
+  return [
+    new Field(COL.selectMask, listOf(new Bool(), false), false),
+    new Field(COL.labels, listOf(new Int32(), false), false),
+  ];
+}
+
+/**
+ * Window rule: which token positions of a document of n tokens get no score (null logprob).
+ * Token i is scored in the first window [kS, kS+C) containing it, with the window's earlier tokens as
+ * context; it has no context exactly when it is the first token of that window. For S < C this is only
+ * position 0; for S == C it is every multiple of C.
+ */
+export function isUnscoredPosition(i: number, contextTokens: number, strideTokens: number): boolean {
+  if (i === 0) return true;
+  // First window containing i: smallest k with kS + C > i, i.e. k = max(0, floor((i - C) / S) + 1).
+  const k = i < contextTokens ? 0 : Math.floor((i - contextTokens) / strideTokens) + 1;
+  return k * strideTokens === i;
+}

@@ -1,0 +1,55 @@
+// Batch formation: windows are pooled, sorted by length and cut into padded batches under a token budget
+// (rows * width <= batchTokens), so that padding stays small. Output order does not depend on this: the
+// pipeline reassembles documents by docSeq.
+import type { Batch, Window } from '../pipeline/types.js';
+
+export interface BatchPlan {
+  windows: Window[];
+  width: number;
+}
+
+/**
+ * Cut a pool of windows into batches. Longest first; a batch's width is its longest window; windows join
+ * while (rows + 1) * width <= batchTokens. A window longer than the budget gets a batch of its own.
+ * Deterministic for a given pool: ties are broken by (docSeq, start).
+ */
+export function planBatches(pool: Window[], batchTokens: number): BatchPlan[] {
+  const sorted = [...pool].sort((a, b) => (b.end - b.start) - (a.end - a.start) || a.docSeq - b.docSeq || a.start - b.start);
+  const plans: BatchPlan[] = [];
+  let cur: BatchPlan | null = null;
+  for (const w of sorted) {
+    const len = w.end - w.start;
+    if (cur && (cur.windows.length + 1) * cur.width <= batchTokens) {
+      cur.windows.push(w);
+      continue;
+    }
+    cur = { windows: [w], width: len };
+    plans.push(cur);
+  }
+  return plans;
+}
+
+/** Materialize a plan into the padded token matrix the scorer feeds. */
+export function buildBatch(plan: BatchPlan, tokensOf: (docSeq: number) => Int32Array): Batch {
+  const rows = plan.windows.length;
+  const width = plan.width;
+  const tokens = new Int32Array(rows * width);
+  const lengths = new Int32Array(rows);
+  plan.windows.forEach((w, r) => {
+    const doc = tokensOf(w.docSeq);
+    tokens.set(doc.subarray(w.start, w.end), r * width);
+    lengths[r] = w.end - w.start;
+  });
+  return { rows, width, tokens, lengths, windows: plan.windows };
+}
+
+/** Fraction of computed positions that are padding, for the progress line and the benchmark. */
+export function paddingFraction(plans: BatchPlan[]): { real: number; computed: number } {
+  let real = 0;
+  let computed = 0;
+  for (const p of plans) {
+    computed += p.windows.length * p.width;
+    for (const w of p.windows) real += w.end - w.start;
+  }
+  return { real, computed };
+}

@@ -1,0 +1,98 @@
+// Tokenization with any Hugging Face tokenizer.json through the `tokenizers` Rust binding. encodeBatch runs
+// on the binding's own thread pool, off the event loop. Special tokens are what the tokenizer's
+// post-processor adds (what `tokenizer(text)` does in Hugging Face); `appendEos` adds EOS after that.
+import { readFileSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Tokenizer } from 'tokenizers';
+import type { Document, TokenizedDocument } from '../pipeline/types.js';
+
+export interface TokenizerInfo {
+  path: string;
+  /** Largest token id + 1, added tokens included: every id the tokenizer can emit is below this. */
+  vocabSize: number;
+  eosToken: string | null;
+  eosId: number | null;
+}
+
+const EOS_CANDIDATES = ['</s>', '<|endoftext|>', '<|end_of_text|>', '<|eos|>', '<eos>', '<|im_end|>'];
+
+export class TextTokenizer {
+  readonly info: TokenizerInfo;
+  private readonly tok: Tokenizer;
+  private readonly appendEos: boolean;
+
+  private constructor(tok: Tokenizer, info: TokenizerInfo, appendEos: boolean) {
+    this.tok = tok;
+    this.info = info;
+    this.appendEos = appendEos;
+  }
+
+  /**
+   * Load a tokenizer.json. The EOS token comes from `eosToken`, else tokenizer_config.json next to it,
+   * else a well-known name present in the vocabulary. Truncation and padding configured in the file are
+   * switched off: rho windows long documents itself and must see every token.
+   */
+  static load(path: string, opts: { appendEos?: boolean; eosToken?: string } = {}): TextTokenizer {
+    if (!existsSync(path)) throw new Error(`tokenizer not found: ${path} (give the path of a Hugging Face tokenizer.json)`);
+    let tok: Tokenizer;
+    try {
+      tok = Tokenizer.fromFile(path);
+    } catch (e) {
+      throw new Error(`${path}: not a readable Hugging Face tokenizer.json (${(e as Error).message})`);
+    }
+    tok.disableTruncation();
+    tok.disablePadding();
+    const vocab = tok.getVocab(true);
+    let maxId = -1;
+    for (const id of Object.values(vocab)) if (id > maxId) maxId = id;
+    let eosToken = opts.eosToken ?? configuredEos(path);
+    if (eosToken === null) eosToken = EOS_CANDIDATES.find((t) => tok.tokenToId(t) !== null) ?? null;
+    const eosId = eosToken === null ? null : tok.tokenToId(eosToken);
+    if (opts.appendEos && (eosToken === null || eosId === null)) {
+      throw new Error(`${path}: --append-eos given but no EOS token found${eosToken ? ` ("${eosToken}" is not in the vocabulary)` : ''}; name it with --eos-token`);
+    }
+    return new TextTokenizer(tok, { path, vocabSize: maxId + 1, eosToken, eosId }, Boolean(opts.appendEos));
+  }
+
+  /** Tokenize a chunk of documents with one batch call. */
+  async encode(docs: Document[]): Promise<TokenizedDocument[]> {
+    if (docs.length === 0) return [];
+    const encodings = await this.tok.encodeBatch(docs.map((d) => d.text));
+    return docs.map((d, i) => {
+      const ids = encodings[i].getIds();
+      const n = ids.length + (this.appendEos ? 1 : 0);
+      const tokenIds = new Int32Array(n);
+      for (let j = 0; j < ids.length; j++) tokenIds[j] = ids[j];
+      if (this.appendEos) tokenIds[n - 1] = this.info.eosId!;
+      return { ...d, docSeq: d.docSeq ?? i, tokenIds };
+    });
+  }
+
+  /** Token boundaries as code-point offsets [start, end) into the text (for `show`). */
+  async offsets(text: string): Promise<{ ids: number[]; offsets: number[][] }> {
+    const enc = await this.tok.encode(text);
+    return { ids: enc.getIds(), offsets: enc.getOffsets() };
+  }
+
+  async decode(ids: number[]): Promise<string> {
+    return this.tok.decode(ids, false);
+  }
+
+  idToToken(id: number): string | null {
+    return this.tok.idToToken(id);
+  }
+}
+
+function configuredEos(tokenizerPath: string): string | null {
+  const cfgPath = join(dirname(tokenizerPath), 'tokenizer_config.json');
+  if (!existsSync(cfgPath)) return null;
+  try {
+    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as { eos_token?: string | { content?: string } };
+    const eos = cfg.eos_token;
+    if (typeof eos === 'string') return eos;
+    if (eos && typeof eos.content === 'string') return eos.content;
+  } catch {
+    // A broken config is not fatal: the well-known names are tried next.
+  }
+  return null;
+}

@@ -1,0 +1,146 @@
+// Writer: scored documents → Arrow table in the contract's schema → Parquet (zstd, bounded row groups) or
+// Arrow IPC (uncompressed: apache-arrow 21.2's compressed IPC is unreadable by other tools). Files are
+// written atomically: temp name, fsync, rename, fsync of the directory.
+import { createHash } from 'node:crypto';
+import { mkdirSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import {
+  Table, RecordBatch, Struct, Field, Float32, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, type Schema, type Data, type DataType,
+} from 'apache-arrow';
+import * as pq from 'parquet-wasm';
+import { scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
+import type { ScoredDocument, WindowSpec } from '../pipeline/types.js';
+
+export type OutputFormat = 'parquet' | 'arrow';
+
+export interface WrittenFile {
+  path: string;
+  bytes: number;
+  sha256: string;
+  rows: number;
+}
+
+/** Build the contract's Arrow table for a list of scored documents (in output order). */
+export function scoredTable(docs: ScoredDocument[], models: readonly string[], entropy: boolean, spec: WindowSpec, metadata: Map<string, string>): Table {
+  const schema = scoreSchema(models, { entropy }, metadata);
+  const rows = docs.length;
+  const offsets = new Int32Array(rows + 1);
+  for (let r = 0; r < rows; r++) offsets[r + 1] = offsets[r] + docs[r].tokenIds.length;
+  const total = offsets[rows];
+
+  const ids = new Int32Array(total);
+  for (let r = 0; r < rows; r++) ids.set(docs[r].tokenIds, offsets[r]);
+
+  // Null positions come from the window rule, not from the values: a NaN from a broken model stays visible.
+  const validity = new Uint8Array((total + 7) >> 3);
+  let nullCount = 0;
+  for (let r = 0; r < rows; r++) {
+    const n = docs[r].tokenIds.length;
+    for (let i = 0; i < n; i++) {
+      const at = offsets[r] + i;
+      if (isUnscoredPosition(i, spec.contextTokens, spec.strideTokens)) nullCount++;
+      else validity[at >> 3] |= 1 << (at & 7);
+    }
+  }
+
+  const children: Data[] = [];
+  children.push(vectorFromArray(docs.map((d) => d.id), new Utf8()).data[0]);
+  children.push(vectorFromArray(docs.map((d) => d.source), new Utf8()).data[0]);
+  children.push(makeData({ type: new Int64(), length: rows, data: BigInt64Array.from(docs, (d) => BigInt(d.row)) }));
+  children.push(listData(new Int32(), false, offsets, makeData({ type: new Int32(), length: total, data: ids })));
+
+  const lossMeans = new Map<string, { values: Float32Array; valid: Uint8Array; nulls: number }>();
+  for (const m of models) {
+    const lp = new Float32Array(total);
+    const ent = entropy ? new Float32Array(total) : null;
+    const means = new Float32Array(rows);
+    const meanValid = new Uint8Array((rows + 7) >> 3);
+    let meanNulls = 0;
+    for (let r = 0; r < rows; r++) {
+      const s = docs[r].scores.get(m);
+      if (!s) throw new Error(`internal: document ${docs[r].id} has no scores for model ${m}`);
+      const base = offsets[r];
+      const n = docs[r].tokenIds.length;
+      let sum = 0;
+      let count = 0;
+      for (let i = 0; i < n; i++) {
+        const at = base + i;
+        if (validity[at >> 3] & (1 << (at & 7))) {
+          const v = s.logprob[i];
+          lp[at] = v;
+          sum -= v;
+          count++;
+          if (ent) ent[at] = s.entropy![i];
+        }
+      }
+      if (count > 0) {
+        means[r] = sum / count;
+        meanValid[r >> 3] |= 1 << (r & 7);
+      } else meanNulls++;
+    }
+    children.push(listData(new Float32(), true, offsets, makeData({ type: new Float32(), length: total, nullCount, nullBitmap: validity, data: lp })));
+    if (ent) children.push(listData(new Float32(), true, offsets, makeData({ type: new Float32(), length: total, nullCount, nullBitmap: validity, data: ent })));
+    lossMeans.set(m, { values: means, valid: meanValid, nulls: meanNulls });
+  }
+  children.push(makeData({ type: new Int32(), length: rows, data: Int32Array.from(docs, (d) => d.tokenIds.length) }));
+  for (const m of models) {
+    const lm = lossMeans.get(m)!;
+    children.push(makeData({ type: new Float32(), length: rows, nullCount: lm.nulls, nullBitmap: lm.nulls ? lm.valid : null, data: lm.values }));
+  }
+  return tableFromChildren(schema, rows, children);
+}
+
+export function listData<T extends DataType>(itemType: T, itemNullable: boolean, valueOffsets: Int32Array, child: Data<T>): Data {
+  return makeData({ type: new List<T>(new Field('item', itemType, itemNullable)), length: valueOffsets.length - 1, nullCount: 0, valueOffsets, child });
+}
+
+export function tableFromChildren(schema: Schema, rows: number, children: Data[]): Table {
+  const struct = makeData({ type: new Struct(schema.fields), length: rows, nullCount: 0, children });
+  return new Table(schema, [new RecordBatch(schema, struct)]);
+}
+
+/** Rows per Parquet row group: bounds reader memory and parquet-wasm's (never shrinking) wasm heap. */
+export const ROW_GROUP_ROWS = 2048;
+
+/** Encode a table: Parquet with zstd and the metadata as key-value pairs, or an uncompressed Arrow IPC file. */
+export function encodeTable(table: Table, format: OutputFormat): Uint8Array {
+  if (format === 'arrow') return tableToIPC(table, 'file');
+  const kv = new Map<string, string>(table.schema.metadata);
+  const props = new pq.WriterPropertiesBuilder()
+    .setCompression(pq.Compression.ZSTD)
+    .setMaxRowGroupSize(ROW_GROUP_ROWS)
+    .setKeyValueMetadata(kv)
+    .build();
+  const wasmTable = pq.Table.fromIPCStream(tableToIPC(table, 'stream'));
+  return pq.writeParquet(wasmTable, props);
+}
+
+/** Decode a Parquet or Arrow IPC file (rho's or anyone's) into an Arrow table. */
+export function decodeTable(bytes: Uint8Array, format: OutputFormat): Table {
+  return format === 'arrow' ? tableFromIPC(bytes) : tableFromIPC(pq.readParquet(bytes).intoIPCStream());
+}
+
+export function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** Write bytes to `path` atomically: a reader sees the old file, no file, or the whole new file. */
+export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.${Date.now().toString(36)}.tmp`;
+  const fd = openSync(tmp, 'w');
+  try {
+    let off = 0;
+    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  const dfd = openSync(dirname(path), 'r');
+  try { fsyncSync(dfd); } finally { closeSync(dfd); }
+}
+
