@@ -198,3 +198,17 @@ test('a failing batch rejects its promise (no hang) and the scorer keeps working
   }
   await t.throwsAsync(s.score(makeBatch([2], 10)), { message: /closed/ });
 });
+
+test('--device webgpu either starts or fails clearly (never a silent CPU fallback)', async (t) => {
+  const p = await prep(t, 'llama', 'ref', false);
+  if (!p) return;
+  try {
+    const s = await Scorer.open({ models: [p], device: 'webgpu', tokenizerVocabSize: 2 });
+    t.log('webgpu adapter available: session opened');
+    await s.close();
+    t.pass();
+  } catch (e) {
+    t.log((e as Error).message.slice(0, 200));
+    t.regex((e as Error).message, /needs a Vulkan loader \(libvulkan1\)/);
+  }
+});
