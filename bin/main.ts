@@ -2,12 +2,12 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { exitCodeOf, EXIT } from '../pipeline/errors.js';
-import { scoreCommand } from './commands/score.js';
+import { commands } from './commands/index.js';
 
 const cli = yargs(hideBin(process.argv))
   .scriptName('rho')
   .usage('$0 <command> [options]\n\nOffline per-token reference scores for Rho-1 Selective Language Modeling.')
-  .command(scoreCommand)
+  .command(commands)
   .demandCommand(1, 'name a command (see --help)')
   .strict()
   .recommendCommands()

@@ -18,6 +18,8 @@ import { LocalStore, type OutputStore } from './store.js';
 import { LAYOUT, dataPath, donePath, rejectsPath, unitName, type CompletionRecord, type UnitId } from './units.js';
 import { Progress } from './progress.js';
 import { ConfigError, RejectRatioError } from './errors.js';
+import { Claims, DEFAULT_LEASE_SECONDS } from './claims.js';
+import { ownerOf } from './rank.js';
 import { RHO_VERSION } from './version.js';
 import { buildManifest, type Manifest } from './manifest.js';
 import type { Document, Rejected, ScoredDocument, TokenizedDocument, Window, WindowSpec } from './types.js';
@@ -52,13 +54,24 @@ export interface ScoreConfig {
   cacheDir?: string;
   threads?: number;
   progress: boolean;
+  /** GPU ids for --device cuda/webgpu: one inference worker per device, sharing readers and writers. */
+  devices?: number[];
+  /** This runner's rank and the world size: it works on the units with ownerOf(unit, worldSize) === rank. */
+  rank?: number;
+  worldSize?: number;
+  /** Lease of a unit claim; a claim not renewed for this long is taken over by another runner. */
+  leaseSeconds?: number;
+  /** 'shard': Hive-style `shard=<key>/part-NNNNN.parquet` folders. */
+  partitionBy?: 'none' | 'shard';
+  /** Output store; default: a LocalStore at `output`. */
+  store?: OutputStore;
 }
 
 export interface RunSummary {
   output: string;
   manifest: Manifest;
   /** This run only (units skipped because they were already done are not counted here). */
-  run: { units_written: number; units_skipped: number; docs_in: number; scored: number; rejected: number; tokens: number; scored_tokens: number; wall_seconds: number; tokens_per_second: number; padding_fraction: number };
+  run: { units_written: number; units_skipped: number; units_other_rank: number; units_claimed_elsewhere: number; docs_in: number; scored: number; rejected: number; tokens: number; scored_tokens: number; wall_seconds: number; tokens_per_second: number; padding_fraction: number };
 }
 
 export const DEFAULT_CACHE_DIR = process.env.RHO_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'rho');
@@ -131,7 +144,11 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
-  const store: OutputStore = new LocalStore(cfg.output);
+  const rank = cfg.rank ?? 0;
+  const worldSize = cfg.worldSize ?? 1;
+  if (!Number.isInteger(worldSize) || worldSize < 1) throw new ConfigError(`--world-size must be a positive integer (got ${worldSize})`);
+  if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new ConfigError(`--rank must be in [0, world size ${worldSize}) (got ${rank})`);
+  const store: OutputStore = cfg.store ?? new LocalStore(cfg.output);
   await store.checkWritable().catch((e: Error) => { throw new ConfigError(e.message); });
 
   let tokenizer: TextTokenizer;
@@ -186,8 +203,18 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     if (rec.config_sha256 === configSha) done.add(rec.unit);
   }
 
-  const scorer = await Scorer.open({ models: prepared, device: cfg.device, deviceId: cfg.deviceId, intraOpThreads: cfg.threads, tokenizerVocabSize: tokenizer.info.vocabSize })
-    .catch((e: Error) => { throw new ConfigError(e.message); });
+  const deviceIds = cfg.device === 'cpu' ? [undefined] : (cfg.devices?.length ? cfg.devices : [cfg.deviceId ?? 0]);
+  const scorers: Scorer[] = [];
+  try {
+    for (const deviceId of deviceIds) {
+      scorers.push(await Scorer.open({ models: prepared, device: cfg.device, deviceId, intraOpThreads: cfg.threads, tokenizerVocabSize: tokenizer.info.vocabSize }));
+    }
+  } catch (e) {
+    await Promise.all(scorers.map((x) => x.close()));
+    throw new ConfigError((e as Error).message);
+  }
+  const busy = new Map<Scorer, number>(scorers.map((x) => [x, 0]));
+  const claims = new Claims(store, rank, (cfg.leaseSeconds ?? DEFAULT_LEASE_SECONDS) * 1000);
 
   const modelNames = prepared.map((p) => p.name);
   const provenance = new Map<string, string>([
@@ -201,7 +228,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   ]);
 
   // ---- the run ----
-  const run = { units_written: 0, units_skipped: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
+  const run = { units_written: 0, units_skipped: 0, units_other_rank: 0, units_claimed_elsewhere: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
   let inputBytesDone = 0;
   let paddedPositions = 0;
   let realPositions = 0;
@@ -213,7 +240,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   let poolTokens = 0;
   const poolLimit = Math.max(cfg.batchTokens * 16, context * 4);
   const inflight = new Set<Promise<void>>();
-  const maxInflight = 2;
+  // Two batches per worker: one running, one queued in the worker, so a model never waits for the main thread.
+  const maxInflight = 2 * scorers.length;
   let failure: Error | null = null;
   let writeChain: Promise<void> = Promise.resolve();
 
@@ -248,7 +276,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     meta.set(META.inputs, JSON.stringify([{ source: shard.source, bytes: shard.bytes }]));
     meta.set(META.unit, JSON.stringify({ source: u.id.source, part: u.id.part, first_row: u.firstRow, rows: u.items.length }));
     const bytes = encodeTable(scoredTable(scored, modelNames, cfg.entropy, spec, meta), cfg.format);
-    const file = dataPath(u.id, cfg.format);
+    const file = dataPath(u.id, cfg.format, cfg.partitionBy === 'shard');
     await store.writeAtomic(file, bytes);
     let rejectsFile: string | null = null;
     if (rejects.length) {
@@ -262,6 +290,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       file, bytes: bytes.length, sha256: sha256(bytes), rejects_file: rejectsFile, config_sha256: configSha,
     };
     await store.writeAtomic(donePath(u.id), new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
+    await claims.finish(unitName(u.id));
     for (const it of u.items) if (it.kind === 'doc') docs.delete(it.st!.doc.docSeq);
     u.items = [];
     run.units_written++;
@@ -284,6 +313,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       const batch = buildBatch(plan, (seq) => docs.get(seq)!.doc.tokenIds);
       paddedPositions += batch.rows * batch.width;
       for (const w of plan.windows) realPositions += w.end - w.start;
+      const scorer = [...busy].sort((a, b) => a[1] - b[1])[0][0];
+      busy.set(scorer, busy.get(scorer)! + 1);
       const p: Promise<void> = scorer.score(batch).then((res) => {
         batch.windows.forEach((w, r) => {
           const st = docs.get(w.docSeq)!;
@@ -297,7 +328,10 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
           }
           if (--st.pendingWindows === 0) finishDoc(st);
         });
-      }).catch(fail).finally(() => inflight.delete(p));
+      }).catch(fail).finally(() => {
+        inflight.delete(p);
+        busy.set(scorer, busy.get(scorer)! - 1);
+      });
       inflight.add(p);
     }
   };
@@ -355,17 +389,28 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
           maybeWrite(u);
         }
       };
-      let skippedParts = new Set<number>();
+      const skippedParts = new Set<number>();
       for await (const item of readShard(shard.source, { textField: cfg.textField, idField: cfg.idField })) {
         if (failure) throw failure;
         const row = item.kind === 'doc' ? item.doc.row : item.reject.row;
         const part = Math.floor(row / cfg.unitDocs);
         await closeBefore(part);
+        if (skippedParts.has(part)) continue;
         let unit = open.get(part);
         if (!unit) {
           const id = { source: shard.source, part };
-          if (done.has(unitName(id))) {
-            if (!skippedParts.has(part)) { skippedParts.add(part); run.units_skipped++; }
+          const name = unitName(id);
+          const skip = done.has(name) ? 'done'
+            : ownerOf(name, worldSize) !== rank ? 'rank'
+            : !(await claims.acquire(name)) ? 'claimed'
+            // Finished by another runner since this one started (its claim is gone once it is done).
+            : (await store.exists(donePath(id))) ? (await claims.finish(name), 'done')
+            : null;
+          if (skip) {
+            skippedParts.add(part);
+            if (skip === 'done') run.units_skipped++;
+            else if (skip === 'rank') run.units_other_rank++;
+            else run.units_claimed_elsewhere++;
             continue;
           }
           unit = { id, firstRow: part * cfg.unitDocs, items: [], pendingDocs: 0, closed: false, writing: false };
@@ -385,15 +430,18 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       }
       await closeBefore(Number.POSITIVE_INFINITY);
       inputBytesDone += shard.bytes;
-      skippedParts = new Set();
     }
     await dispatchPool();
     while (inflight.size > 0) await Promise.race(inflight);
     await writeChain;
     if (failure) throw failure;
+  } catch (e) {
+    await claims.releaseAll((e as Error).message);
+    throw e;
   } finally {
+    claims.stopRenewal();
     progress.stop();
-    await scorer.close();
+    await Promise.all(scorers.map((x) => x.close()));
   }
 
   const manifest = await buildManifest(store, {

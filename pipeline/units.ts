@@ -30,7 +30,12 @@ export interface UnitId {
 
 export const partName = (part: number): string => `part-${String(part).padStart(5, '0')}`;
 export const unitName = (u: UnitId): string => `${shardKey(u.source)}/${partName(u.part)}`;
-export const dataPath = (u: UnitId, format: 'parquet' | 'arrow'): string => `${unitName(u)}.${format}`;
+/**
+ * The data file of a unit. With `hive`, the shard folder is named `shard=<key>` so that DuckDB, Spark and
+ * Trino read the output dir as one table partitioned by `shard` (Hive layout).
+ */
+export const dataPath = (u: UnitId, format: 'parquet' | 'arrow', hive = false): string =>
+  `${hive ? 'shard=' : ''}${unitName(u)}.${format}`;
 export const donePath = (u: UnitId): string => `${LAYOUT.doneDir}/${unitName(u)}.json`;
 export const rejectsPath = (u: UnitId): string => `${LAYOUT.rejectsDir}/${unitName(u)}.jsonl`;
 export const claimPath = (u: UnitId): string => `${LAYOUT.claimsDir}/${unitName(u)}.json`;

@@ -5,10 +5,11 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import {
-  Table, RecordBatch, Struct, Field, Float32, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, type Schema, type Data, type DataType,
+  Table, RecordBatch, Struct, Field, Float32, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, Schema, type Data, type DataType,
 } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
+import { sortParquetKeyValueMetadata } from './parquet-footer.js';
 import type { ScoredDocument, WindowSpec } from '../pipeline/types.js';
 
 export type OutputFormat = 'parquet' | 'arrow';
@@ -102,7 +103,11 @@ export function tableFromChildren(schema: Schema, rows: number, children: Data[]
 /** Rows per Parquet row group: bounds reader memory and parquet-wasm's (never shrinking) wasm heap. */
 export const ROW_GROUP_ROWS = 2048;
 
-/** Encode a table: Parquet with zstd and the metadata as key-value pairs, or an uncompressed Arrow IPC file. */
+/**
+ * Encode a table: Parquet with zstd and the metadata as key-value pairs, or an uncompressed Arrow IPC file.
+ * Deterministic: the same table gives the same bytes in any process (the metadata goes only into the
+ * sorted key-value list, not into the hash-ordered ARROW:schema copy).
+ */
 export function encodeTable(table: Table, format: OutputFormat): Uint8Array {
   if (format === 'arrow') return tableToIPC(table, 'file');
   const kv = new Map<string, string>(table.schema.metadata);
@@ -111,8 +116,9 @@ export function encodeTable(table: Table, format: OutputFormat): Uint8Array {
     .setMaxRowGroupSize(ROW_GROUP_ROWS)
     .setKeyValueMetadata(kv)
     .build();
-  const wasmTable = pq.Table.fromIPCStream(tableToIPC(table, 'stream'));
-  return pq.writeParquet(wasmTable, props);
+  const bare = new Table(new Schema(table.schema.fields), table.batches.map((b) => new RecordBatch(new Schema(table.schema.fields), b.data)));
+  const wasmTable = pq.Table.fromIPCStream(tableToIPC(bare, 'stream'));
+  return sortParquetKeyValueMetadata(pq.writeParquet(wasmTable, props));
 }
 
 /** Decode a Parquet or Arrow IPC file (rho's or anyone's) into an Arrow table. */

@@ -11,7 +11,7 @@ const expected = JSON.parse(readFileSync(join(FIX, 'reference', 'expected.json')
 
 // fp32 models: 1e-4 absolute on log-probs (the bound). The fp16 model's oracle is torch running the
 // same fp16 weights; half-precision matmuls in two runtimes differ by more, so its bound is stated apart.
-const TOL: Record<string, number> = { default: 1e-4, 'llama-fp16': 2e-2 };
+const TOL: Record<string, number> = { default: 1e-4, 'llama-fp16': 2e-3 };
 
 const groups = new Map<string, ExpectedConfig[]>();
 for (const c of expected.configs) {
