@@ -51,8 +51,23 @@ export async function readClaims(store: OutputStore, unit: string): Promise<Clai
   return out.sort((a, b) => a.gen - b.gen);
 }
 
+/**
+ * A claim is live while its lease runs and it was not released. A claim made on this host by a process
+ * that no longer exists is dead at once: a rerun after a crash need not wait for the lease.
+ */
 export function isLive(c: ClaimBody, now = Date.now()): boolean {
-  return c.state === 'working' && c.expires_at > now;
+  if (c.state !== 'working' || c.expires_at <= now) return false;
+  if (c.host === hostname() && c.pid !== process.pid && !processExists(c.pid)) return false;
+  return true;
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 export class Claims {

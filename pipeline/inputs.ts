@@ -1,8 +1,10 @@
 // Input resolution: globs → a sorted, de-duplicated list of shards with their sizes. A pattern that
 // matches nothing, or a named file that does not exist, stops the run before any work.
 import { statSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
 import { glob, isDynamicPattern } from 'tinyglobby';
 import { shardFormat } from '../stages/read.js';
+import type { S3Options } from './s3.js';
 
 export interface InputShard {
   /** As given (or as the glob expanded it): this string is the `source` column and the shard's identity. */
@@ -10,14 +12,26 @@ export interface InputShard {
   bytes: number;
 }
 
-export async function resolveInputs(patterns: string[]): Promise<InputShard[]> {
+/** `s3` configures s3:// patterns (globs over keys; see pipeline/s3.ts). */
+export async function resolveInputs(patterns: string[], s3: S3Options = {}): Promise<InputShard[]> {
   if (patterns.length === 0) throw new Error('no --input given: name at least one shard or glob');
   const seen = new Set<string>();
   const shards: InputShard[] = [];
   for (const pattern of patterns) {
+    if (/^s3:\/\//i.test(pattern)) {
+      const { resolveS3Inputs } = await import('./s3.js');
+      for (const m of await resolveS3Inputs(pattern, s3)) {
+        if (seen.has(m.source)) continue;
+        seen.add(m.source);
+        shardFormat(m.source);
+        shards.push(m);
+      }
+      continue;
+    }
     let matches: string[];
     if (isDynamicPattern(pattern)) {
-      matches = (await glob(pattern, { onlyFiles: true, expandDirectories: false })).sort();
+      // Absolute patterns give absolute paths: the source column must not depend on the working directory.
+      matches = (await glob(pattern, { onlyFiles: true, expandDirectories: false, absolute: isAbsolute(pattern) })).sort();
       if (matches.length === 0) throw new Error(`--input ${pattern}: the glob matches no file`);
     } else {
       matches = [pattern];

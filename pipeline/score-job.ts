@@ -20,8 +20,9 @@ import { Progress } from './progress.js';
 import { ConfigError, RejectRatioError } from './errors.js';
 import { Claims, DEFAULT_LEASE_SECONDS } from './claims.js';
 import { ownerOf } from './rank.js';
+import { crashPoint } from './crashpoints.js';
 import { RHO_VERSION } from './version.js';
-import { buildManifest, type Manifest } from './manifest.js';
+import { buildManifest, readCompletionRecords, type Manifest } from './manifest.js';
 import type { Document, Rejected, ScoredDocument, TokenizedDocument, Window, WindowSpec } from './types.js';
 
 export interface ModelSpec {
@@ -197,11 +198,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const configSha = sha256(new TextEncoder().encode(identityJson));
   await claimOutputDir(store, identityJson, cfg.overwrite);
 
-  const done = new Set<string>();
-  for (const rel of await store.list(LAYOUT.doneDir)) {
-    const rec = JSON.parse(new TextDecoder().decode((await store.read(rel))!)) as CompletionRecord;
-    if (rec.config_sha256 === configSha) done.add(rec.unit);
-  }
+  // Only whole `.json` records count: a crash can leave a `*.tmp` that was never renamed into place.
+  const done = new Set((await readCompletionRecords(store)).filter((r) => r.config_sha256 === configSha).map((r) => r.unit));
 
   const deviceIds = cfg.device === 'cpu' ? [undefined] : (cfg.devices?.length ? cfg.devices : [cfg.deviceId ?? 0]);
   const scorers: Scorer[] = [];
@@ -278,10 +276,12 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     const bytes = encodeTable(scoredTable(scored, modelNames, cfg.entropy, spec, meta), cfg.format);
     const file = dataPath(u.id, cfg.format, cfg.partitionBy === 'shard');
     await store.writeAtomic(file, bytes);
+    crashPoint('unit-data-written');
     let rejectsFile: string | null = null;
     if (rejects.length) {
       rejectsFile = rejectsPath(u.id);
       await store.writeAtomic(rejectsFile, new TextEncoder().encode(rejects.map((r) => JSON.stringify(r)).join('\n') + '\n'));
+      crashPoint('unit-rejects-written');
     }
     const tokens = scored.reduce((a, d) => a + d.tokenIds.length, 0);
     const record: CompletionRecord = {
@@ -290,6 +290,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       file, bytes: bytes.length, sha256: sha256(bytes), rejects_file: rejectsFile, config_sha256: configSha,
     };
     await store.writeAtomic(donePath(u.id), new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
+    crashPoint('unit-record-written');
     await claims.finish(unitName(u.id));
     for (const it of u.items) if (it.kind === 'doc') docs.delete(it.st!.doc.docSeq);
     u.items = [];
@@ -328,11 +329,13 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
           }
           if (--st.pendingWindows === 0) finishDoc(st);
         });
+        crashPoint('batch-scored');
       }).catch(fail).finally(() => {
         inflight.delete(p);
         busy.set(scorer, busy.get(scorer)! - 1);
       });
       inflight.add(p);
+      crashPoint('batch-dispatched');
     }
   };
 
@@ -377,6 +380,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
         chunkSlots = [];
         chunkChars = 0;
         await addTokenized(await tokenizer.encode(c), cs);
+        crashPoint('tokenized');
       };
       const closeBefore = async (part: number) => {
         const older = [...open.keys()].filter((p) => p < part);
@@ -406,6 +410,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
             // Finished by another runner since this one started (its claim is gone once it is done).
             : (await store.exists(donePath(id))) ? (await claims.finish(name), 'done')
             : null;
+          if (!skip) crashPoint('claim-acquired');
           if (skip) {
             skippedParts.add(part);
             if (skip === 'done') run.units_skipped++;
@@ -450,6 +455,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     configSha,
     runMeta: { wall_seconds: progress.elapsedSeconds() },
   });
+  crashPoint('manifest');
   await store.writeAtomic(LAYOUT.manifest, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + '\n'));
   const wall = progress.elapsedSeconds();
   const summary: RunSummary = {

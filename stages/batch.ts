@@ -9,21 +9,29 @@ export interface BatchPlan {
 }
 
 /**
- * Cut a pool of windows into batches. Longest first; a batch's width is its longest window; windows join
- * while (rows + 1) * width <= batchTokens. A window longer than the budget gets a batch of its own.
+ * Cut a pool of windows into batches. Longest first; a batch's width is its longest window; a window joins while
+ * (rows + 1) * width <= batchTokens and the batch's padding stays <= maxPadding (fraction of its positions), so
+ * the short end of the pool (many rows, lengths falling fast) does not pay for padding: every padded position
+ * costs a full [V] logits row. A window longer than the budget gets a batch of its own.
  * Deterministic for a given pool: ties are broken by (docSeq, start).
  */
-export function planBatches(pool: Window[], batchTokens: number): BatchPlan[] {
+export function planBatches(pool: Window[], batchTokens: number, maxPadding = 0.05): BatchPlan[] {
   const sorted = [...pool].sort((a, b) => (b.end - b.start) - (a.end - a.start) || a.docSeq - b.docSeq || a.start - b.start);
   const plans: BatchPlan[] = [];
   let cur: BatchPlan | null = null;
+  let curReal = 0;
   for (const w of sorted) {
     const len = w.end - w.start;
-    if (cur && (cur.windows.length + 1) * cur.width <= batchTokens) {
-      cur.windows.push(w);
-      continue;
+    if (cur) {
+      const computed = (cur.windows.length + 1) * cur.width;
+      if (computed <= batchTokens && 1 - (curReal + len) / computed <= maxPadding) {
+        cur.windows.push(w);
+        curReal += len;
+        continue;
+      }
     }
     cur = { windows: [w], width: len };
+    curReal = len;
     plans.push(cur);
   }
   return plans;

@@ -61,7 +61,7 @@ async function init(req: Extract<WorkerRequest, { type: 'init' }>): Promise<void
   }
 }
 
-function feeds(m: WorkerModel, rows: number, width: number, tokens: Int32Array, lengths: Int32Array): Record<string, ort.Tensor> {
+export function feeds(m: WorkerModel, rows: number, width: number, tokens: Int32Array, lengths: Int32Array): Record<string, ort.Tensor> {
   const n = rows * width;
   const ids = new BigInt64Array(n);
   const mask = new BigInt64Array(n);

@@ -10,6 +10,7 @@ import {
 import * as pq from 'parquet-wasm';
 import { scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
 import { sortParquetKeyValueMetadata } from './parquet-footer.js';
+import { crashPoint } from '../pipeline/crashpoints.js';
 import type { ScoredDocument, WindowSpec } from '../pipeline/types.js';
 
 export type OutputFormat = 'parquet' | 'arrow';
@@ -139,6 +140,7 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
     let off = 0;
     while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
     fsyncSync(fd);
+    crashPoint('write-temp');
   } catch (e) {
     closeSync(fd);
     try { unlinkSync(tmp); } catch { /* already gone */ }
@@ -146,6 +148,7 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
   }
   closeSync(fd);
   renameSync(tmp, path);
+  crashPoint('write-renamed');
   const dfd = openSync(dirname(path), 'r');
   try { fsyncSync(dfd); } finally { closeSync(dfd); }
 }

@@ -1,0 +1,193 @@
+// S3Store, S3Opener and input globs against a real Ceph radosgw on 127.0.0.1, with and without injected faults.
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { S3Store, S3Opener, resolveS3Inputs, keyGlobRegExp, s3Client } from '../../pipeline/s3.js';
+import { openOutputStore, openerFor } from '../../pipeline/output.js';
+import { LocalStore } from '../../pipeline/store.js';
+import { readShard } from '../../stages/read.js';
+import { startRadosgw, type Radosgw } from '../services/radosgw.js';
+import { startFaultProxy, type FaultProxy } from '../services/fault-proxy.js';
+import { shardPath } from '../helpers.js';
+import { startOrSkip, need } from './_services.js';
+
+let rgw: { service: Radosgw | null; why: string | null };
+let admin: S3Client;
+const SHARDS = ['clean.jsonl', 'noisy.jsonl.gz', 'mixed.jsonl.zst', 'mixed.parquet', 'mixed.arrow'];
+
+test.before(async () => {
+  const t0 = Date.now();
+  rgw = await startOrSkip(startRadosgw);
+  if (!rgw.service) return;
+  process.stderr.write(`radosgw started in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  Object.assign(process.env, rgw.service.env);
+  admin = s3Client({ endpoint: rgw.service.endpoint });
+  for (const b of ['rho-in', 'rho-out']) await admin.send(new CreateBucketCommand({ Bucket: b }));
+  for (const s of SHARDS) await admin.send(new PutObjectCommand({ Bucket: 'rho-in', Key: `corpus/2024/${s}`, Body: readFileSync(shardPath(s)) }));
+  await admin.send(new PutObjectCommand({ Bucket: 'rho-in', Key: 'corpus/README.txt', Body: 'not a shard' }));
+});
+
+test.after.always(async () => {
+  await rgw?.service?.stop();
+});
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+const text = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
+
+test('S3Store: write, read, list, exists, remove; list is relative to the prefix and recursive', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const store = new S3Store('s3://rho-out/basic/run', { endpoint: g.endpoint });
+  await store.checkWritable();
+  t.true(store.conditionalWrites, 'radosgw honours If-None-Match: *');
+  await store.writeAtomic('_rho/done/a-1/part-00000.json', bytes('{"x":1}'));
+  await store.writeAtomic('_rho/done/a-1/part-00001.json', bytes('{"x":2}'));
+  await store.writeAtomic('_rho/done2/other.json', bytes('{}'));
+  await store.writeAtomic('a-1/part-00000.parquet', bytes('PAR1'));
+  t.deepEqual(await store.list('_rho/done'), ['_rho/done/a-1/part-00000.json', '_rho/done/a-1/part-00001.json']);
+  t.deepEqual(await store.list(''), ['_rho/done/a-1/part-00000.json', '_rho/done/a-1/part-00001.json', '_rho/done2/other.json', 'a-1/part-00000.parquet']);
+  t.is(text(await store.read('_rho/done/a-1/part-00001.json')), '{"x":2}');
+  t.is(await store.read('nope.json'), null);
+  t.true(await store.exists('a-1/part-00000.parquet'));
+  t.false(await store.exists('a-1/part-00001.parquet'));
+  await store.remove('_rho/done');
+  t.deepEqual(await store.list('_rho/done'), []);
+  t.true(await store.exists('_rho/done2/other.json'), 'remove of a prefix must not touch a sibling with a longer name');
+  t.is(store.root, 's3://rho-out/basic/run');
+});
+
+test('S3Store: createExclusive wins once; the loser sees false and the winner\'s bytes stay', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const store = new S3Store('s3://rho-out/excl', { endpoint: g.endpoint });
+  const results = await Promise.all(['A', 'B', 'C', 'D'].map((who) => store.createExclusive('_rho/claims/u.g0.json', bytes(who))));
+  t.is(results.filter(Boolean).length, 1);
+  const winner = ['A', 'B', 'C', 'D'][results.indexOf(true)];
+  t.is(text(await store.read('_rho/claims/u.g0.json')), winner);
+});
+
+test('S3Store: data files over the part size go up as a multipart upload and read back byte for byte', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const store = new S3Store('s3://rho-out/multi', { endpoint: g.endpoint, partSize: 5 * 1024 * 1024 });
+  const big = new Uint8Array(12 * 1024 * 1024 + 123);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 2654435761) >>> 24;
+  await store.writeAtomic('s/part-00000.parquet', big);
+  const head = await admin.send(new HeadObjectCommand({ Bucket: 'rho-out', Key: 'multi/s/part-00000.parquet' }));
+  t.regex(head.ETag ?? '', /-3"$/, 'a 12 MiB object in 5 MiB parts has a multipart ETag ending in -3');
+  const back = await store.read('s/part-00000.parquet');
+  t.is(createHash('sha256').update(back!).digest('hex'), createHash('sha256').update(big).digest('hex'));
+});
+
+test('openOutputStore / openerFor pick the store by URI', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  t.true((await openOutputStore('s3://rho-out/x', { endpoint: g.endpoint })) instanceof S3Store);
+  t.true((await openOutputStore('/tmp/rho-x')) instanceof LocalStore);
+  await t.throwsAsync(openOutputStore('gs://bucket/x'), { message: /unsupported scheme/ });
+  t.true((await openerFor('s3://rho-in/corpus/2024/clean.jsonl', { endpoint: g.endpoint })) instanceof S3Opener);
+});
+
+test('s3:// input globs match keys like shell globs (no crossing "/" without **), sorted, with sizes', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const all = await resolveS3Inputs('s3://rho-in/corpus/**/*.{jsonl,jsonl.gz,jsonl.zst,parquet,arrow}', { endpoint: g.endpoint });
+  t.deepEqual(all.map((s) => s.source), [...SHARDS].sort().map((s) => `s3://rho-in/corpus/2024/${s}`));
+  for (const s of all) t.is(s.bytes, readFileSync(shardPath(s.source.split('/').pop()!)).length);
+  await t.throwsAsync(resolveS3Inputs('s3://rho-in/corpus/*.jsonl', { endpoint: g.endpoint }), { message: /matches no object/ });
+  await t.throwsAsync(resolveS3Inputs('s3://rho-in/corpus/missing.jsonl', { endpoint: g.endpoint }), { message: /no such object/ });
+  t.true(keyGlobRegExp('a/**/b?.jsonl').test('a/x/y/b1.jsonl'));
+  t.true(keyGlobRegExp('a/**/b?.jsonl').test('a/b1.jsonl'));
+  t.false(keyGlobRegExp('a/*.jsonl').test('a/x/b.jsonl'));
+});
+
+async function collect(source: string, opener: Parameters<typeof readShard>[2]) {
+  const out = [];
+  for await (const item of readShard(source, { textField: 'text', idField: 'id' }, opener)) out.push(item);
+  return out;
+}
+
+test('S3Opener reads every shard format exactly like the local file, through injected faults', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const proxy: FaultProxy = await startFaultProxy(g.endpoint, { every: 3 });
+  try {
+    const opener = new S3Opener({ endpoint: proxy.endpoint, maxBackoffMs: 200 });
+    for (const s of SHARDS) {
+      const local = await collect(shardPath(s), undefined);
+      const remote = await collect(`s3://rho-in/corpus/2024/${s}`, opener);
+      t.true(local.length > 0);
+      // Same items; only `source` differs (it is the URI as given).
+      const norm = (items: typeof local, src: string) => JSON.stringify(items).split(JSON.stringify(src).slice(1, -1)).join('SRC');
+      t.is(norm(remote, `s3://rho-in/corpus/2024/${s}`), norm(local, shardPath(s)), s);
+    }
+    t.log(proxy.counts);
+    t.true(proxy.counts.slowDown > 0 && proxy.counts.resetBefore > 0 && proxy.counts.lostResponse > 0, JSON.stringify(proxy.counts));
+    t.true(proxy.counts.cutBody > 0, `some GET bodies were cut halfway: ${JSON.stringify(proxy.counts)}`);
+  } finally {
+    await proxy.close();
+  }
+});
+
+test('S3Store through injected faults: every write lands once, exclusive creates stay exclusive', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const proxy = await startFaultProxy(g.endpoint, { every: 3 });
+  try {
+    const store = new S3Store('s3://rho-out/faulty', { endpoint: proxy.endpoint, maxBackoffMs: 200 });
+    await store.checkWritable();
+    for (let i = 0; i < 20; i++) await store.writeAtomic(`d/f${i}.json`, bytes(`v${i}`));
+    // 20 units, each claimed by two racing runners: exactly one wins each, even when a winner's answer was lost.
+    let wins = 0;
+    for (let i = 0; i < 20; i++) {
+      const r = await Promise.all([store.createExclusive(`c/u${i}.json`, bytes(`A${i}`)), store.createExclusive(`c/u${i}.json`, bytes(`B${i}`))]);
+      t.is(r.filter(Boolean).length, 1, `unit ${i}: ${JSON.stringify(r)}`);
+      t.is(text(await store.read(`c/u${i}.json`)), r[0] ? `A${i}` : `B${i}`);
+      wins++;
+    }
+    t.is(wins, 20);
+    proxy.enabled = false;
+    t.deepEqual(await store.list('d'), Array.from({ length: 20 }, (_, i) => `d/f${i}.json`).sort());
+    for (let i = 0; i < 20; i++) t.is(text(await store.read(`d/f${i}.json`)), `v${i}`);
+    t.log(proxy.counts);
+    t.true(proxy.counts.lostResponse > 0 && proxy.counts.slowDown > 0);
+  } finally {
+    await proxy.close();
+  }
+});
+
+test('a store that ignores If-None-Match is detected at start-up; "require" refuses it, "auto" falls back', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const proxy = await startFaultProxy(g.endpoint, { every: 1_000_000 });
+  proxy.ignoreIfNoneMatch = true;
+  try {
+    await t.throwsAsync(new S3Store('s3://rho-out/weak', { endpoint: proxy.endpoint, conditionalWrites: 'require' }).checkWritable(), { message: /ignores conditional writes/ });
+    const store = new S3Store('s3://rho-out/weak', { endpoint: proxy.endpoint, settleMs: 50 });
+    await store.checkWritable();
+    t.false(store.conditionalWrites);
+    t.true(await store.createExclusive('c/x.json', bytes('first')));
+    t.false(await store.createExclusive('c/x.json', bytes('second')));
+    t.is(text(await store.read('c/x.json')), 'first');
+  } finally {
+    await proxy.close();
+  }
+});
+
+test('bad endpoint, bad credentials, missing bucket: clear errors from checkWritable, fast', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const t0 = Date.now();
+  await t.throwsAsync(new S3Store('s3://rho-out/x', { endpoint: 'http://127.0.0.1:9' }).checkWritable(), { message: /cannot be reached/ });
+  t.true(Date.now() - t0 < 15_000, `an unreachable endpoint failed after ${Date.now() - t0} ms`);
+  await t.throwsAsync(new S3Store('s3://no-such-bucket-rho/x', { endpoint: g.endpoint }).checkWritable(), { message: /no-such-bucket-rho.*does not exist/ });
+  const saved = process.env.AWS_SECRET_ACCESS_KEY;
+  process.env.AWS_SECRET_ACCESS_KEY = 'wrong-secret';
+  try {
+    // A fresh region key, so no client with cached credentials is reused.
+    await t.throwsAsync(new S3Store('s3://rho-out/x', { endpoint: g.endpoint, region: 'eu-bad-1' }).checkWritable(), { message: /credentials were refused/ });
+  } finally {
+    process.env.AWS_SECRET_ACCESS_KEY = saved;
+  }
+});
