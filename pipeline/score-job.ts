@@ -14,12 +14,14 @@ import { scoredTable, encodeTable, sha256, type OutputFormat } from '../stages/w
 import { prepareModel, type PreparedModel } from '../model/prepare.js';
 import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION } from '../schemas/contract.js';
 import { resolveInputs, type InputShard } from './inputs.js';
-import { LocalStore, type OutputStore } from './store.js';
+import type { OutputStore } from './store.js';
 import { LAYOUT, dataPath, donePath, rejectsPath, unitName, type CompletionRecord, type UnitId } from './units.js';
 import { Progress } from './progress.js';
 import { ConfigError, RejectRatioError } from './errors.js';
 import { Claims, DEFAULT_LEASE_SECONDS } from './claims.js';
-import { ownerOf } from './rank.js';
+import { ownerOf, checkWorldSize } from './rank.js';
+import { openOutputStore, openerFor } from './output.js';
+import type { S3Options } from './s3.js';
 import { crashPoint } from './crashpoints.js';
 import { RHO_VERSION } from './version.js';
 import { buildManifest, readCompletionRecords, type Manifest } from './manifest.js';
@@ -64,8 +66,10 @@ export interface ScoreConfig {
   leaseSeconds?: number;
   /** 'shard': Hive-style `shard=<key>/part-NNNNN.parquet` folders. */
   partitionBy?: 'none' | 'shard';
-  /** Output store; default: a LocalStore at `output`. */
+  /** Output store; default: opened from `output` (local path or s3://). */
   store?: OutputStore;
+  /** S3 settings for s3:// inputs and outputs (endpoint, retries). */
+  s3?: S3Options;
 }
 
 export interface RunSummary {
@@ -141,7 +145,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
 
   let shards: InputShard[];
   try {
-    shards = await resolveInputs(cfg.inputs);
+    shards = await resolveInputs(cfg.inputs, cfg.s3);
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
@@ -149,7 +153,12 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const worldSize = cfg.worldSize ?? 1;
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new ConfigError(`--world-size must be a positive integer (got ${worldSize})`);
   if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new ConfigError(`--rank must be in [0, world size ${worldSize}) (got ${rank})`);
-  const store: OutputStore = cfg.store ?? new LocalStore(cfg.output);
+  let store: OutputStore;
+  try {
+    store = cfg.store ?? (await openOutputStore(cfg.output, cfg.s3));
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
   await store.checkWritable().catch((e: Error) => { throw new ConfigError(e.message); });
 
   let tokenizer: TextTokenizer;
@@ -197,6 +206,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const identityJson = JSON.stringify(identity, null, 2);
   const configSha = sha256(new TextEncoder().encode(identityJson));
   await claimOutputDir(store, identityJson, cfg.overwrite);
+  if (worldSize > 1) await checkWorldSize(store, { rank, worldSize, from: 'flags' });
 
   // Only whole `.json` records count: a crash can leave a `*.tmp` that was never renamed into place.
   const done = new Set((await readCompletionRecords(store)).filter((r) => r.config_sha256 === configSha).map((r) => r.unit));
@@ -394,7 +404,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
         }
       };
       const skippedParts = new Set<number>();
-      for await (const item of readShard(shard.source, { textField: cfg.textField, idField: cfg.idField })) {
+      const opener = await openerFor(shard.source, cfg.s3);
+      for await (const item of readShard(shard.source, { textField: cfg.textField, idField: cfg.idField }, opener)) {
         if (failure) throw failure;
         const row = item.kind === 'doc' ? item.doc.row : item.reject.row;
         const part = Math.floor(row / cfg.unitDocs);

@@ -2,6 +2,8 @@ import type { CommandModule } from 'yargs';
 import { runScore, DEFAULT_CACHE_DIR, type ModelSpec, type RunSummary } from '../../pipeline/score-job.js';
 import { ConfigError, exitCodeOf } from '../../pipeline/errors.js';
 import { fmtDuration } from '../../pipeline/progress.js';
+import { resolveRank } from '../../pipeline/rank.js';
+import { DEFAULT_LEASE_SECONDS } from '../../pipeline/claims.js';
 
 interface ScoreArgs {
   model: string[];
@@ -27,6 +29,12 @@ interface ScoreArgs {
   threads?: number;
   progress: boolean;
   json: boolean;
+  rank?: number;
+  'world-size'?: number;
+  devices?: string;
+  'lease-seconds': number;
+  'partition-by': 'none' | 'shard';
+  's3-endpoint'?: string;
 }
 
 /** `--model PATH` (named by --model-name) or `--model NAME=PATH`, repeatable. */
@@ -67,11 +75,28 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('cache-dir', { type: 'string', default: DEFAULT_CACHE_DIR, describe: 'Where prepared (log-prob) graphs are cached, keyed by model sha256 (env RHO_CACHE_DIR)' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads (default: onnxruntime\'s choice, the physical cores)' })
       .option('progress', { type: 'boolean', default: true, describe: 'Progress line on stderr (--no-progress to silence)' })
-      .option('json', { type: 'boolean', default: false, describe: 'Print the run summary as JSON on stdout' }) as never,
+      .option('json', { type: 'boolean', default: false, describe: 'Print the run summary as JSON on stdout' })
+      .option('rank', { type: 'number', describe: 'This runner\'s rank, 0..world-size-1 (default: from SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX, else 0)' })
+      .option('world-size', { type: 'number', describe: 'Number of runners sharing the work (default: SLURM_ARRAY_TASK_COUNT, RHO_WORLD_SIZE, AWS_BATCH_JOB_ARRAY_SIZE, else 1). Units go to ranks by a stable hash of their name' })
+      .option('devices', { type: 'string', describe: 'Comma-separated GPU ids (e.g. 0,1,2,3): one inference worker per device in this process, sharing readers and writers' })
+      .option('lease-seconds', { type: 'number', default: DEFAULT_LEASE_SECONDS, describe: 'Lease of a unit claim: a claim not renewed for this long (runner died on another host) is taken over. Claims of dead processes on the same host are taken over at once' })
+      .option('partition-by', { choices: ['none', 'shard'] as const, default: 'none' as const, describe: 'shard: Hive-style shard=<key>/part-NNNNN.parquet folders, one table partitioned by shard for DuckDB/Spark/Trino' })
+      .option('s3-endpoint', { type: 'string', describe: 'Endpoint URL of an S3-compatible store for s3:// inputs/outputs (credentials from the standard AWS env vars/profile; env AWS_ENDPOINT_URL_S3 also works)' }) as never,
   handler: async (args) => {
     let summary: RunSummary;
     try {
+      const where = resolveRank({ rank: args.rank, worldSize: args['world-size'] });
+      const devices = args.devices === undefined ? undefined : args.devices.split(',').map((d) => {
+        if (!/^\d+$/.test(d.trim())) throw new ConfigError(`--devices: "${d}" is not a device index (expected e.g. 0,1,2,3)`);
+        return Number(d);
+      });
       summary = await runScore({
+        rank: where.rank,
+        worldSize: where.worldSize,
+        devices,
+        leaseSeconds: args['lease-seconds'],
+        partitionBy: args['partition-by'],
+        s3: args['s3-endpoint'] ? { endpoint: args['s3-endpoint'] } : {},
         models: parseModels(args.model, args['model-name']),
         tokenizer: args.tokenizer,
         inputs: args.input,
@@ -113,7 +138,10 @@ function printSummary(s: RunSummary, json: boolean): void {
   const r = s.run;
   const lines = [
     `rho score: wrote ${s.output}`,
-    `  this run: ${r.units_written} units written, ${r.units_skipped} already done; ${r.docs_in} documents in = ${r.scored} scored + ${r.rejected} rejected`,
+    `  this run: ${r.units_written} units written, ${r.units_skipped} already done` +
+      (r.units_other_rank ? `, ${r.units_other_rank} belong to other ranks` : '') +
+      (r.units_claimed_elsewhere ? `, ${r.units_claimed_elsewhere} claimed by other live runners (rerun later to pick up any they leave)` : '') +
+      `; ${r.docs_in} documents in = ${r.scored} scored + ${r.rejected} rejected`,
     `            ${r.tokens} tokens (${r.scored_tokens} scored) in ${fmtDuration(r.wall_seconds)}, ${Math.round(r.tokens_per_second)} scored tokens/s, padding ${(r.padding_fraction * 100).toFixed(1)}%`,
     `  output dir: ${t.units_done} units, ${t.docs_in} documents in = ${t.scored} scored + ${t.rejected} rejected, ${t.tokens} tokens`,
   ];
