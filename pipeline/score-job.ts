@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { readShard } from '../stages/read.js';
+import { pipeline, Transform } from 'node:stream';
+import { readShard, type ShardOpener } from '../stages/read.js';
 import { TextTokenizer } from '../stages/tokenize.js';
 import { planWindows, validateWindowSpec } from '../stages/window.js';
 import { planBatches, buildBatch } from '../stages/batch.js';
@@ -238,9 +239,11 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   // ---- the run ----
   const run = { units_written: 0, units_skipped: 0, units_other_rank: 0, units_claimed_elsewhere: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
   let inputBytesDone = 0;
+  // Bytes of the current shard read so far (streamed formats), so the ETA moves inside a large shard.
+  let shardBytesRead = 0;
   let paddedPositions = 0;
   let realPositions = 0;
-  const progress = new Progress(shards.reduce((a, s) => a + s.bytes, 0), () => ({ docs: run.scored, rejected: run.rejected, tokens: run.scored_tokens, inputBytesDone }), cfg.progress);
+  const progress = new Progress(shards.reduce((a, s) => a + s.bytes, 0), () => ({ docs: run.scored, rejected: run.rejected, tokens: run.scored_tokens, inputBytesDone: inputBytesDone + shardBytesRead }), cfg.progress);
 
   const docs = new Map<number, DocState>();
   let nextDocSeq = 0;
@@ -404,7 +407,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
         }
       };
       const skippedParts = new Set<number>();
-      const opener = await openerFor(shard.source, cfg.s3);
+      const opener = countingOpener(await openerFor(shard.source, cfg.s3), (n) => { shardBytesRead = Math.min(shardBytesRead + n, shard.bytes); });
+      shardBytesRead = 0;
       for await (const item of readShard(shard.source, { textField: cfg.textField, idField: cfg.idField }, opener)) {
         if (failure) throw failure;
         const row = item.kind === 'doc' ? item.doc.row : item.reject.row;
@@ -446,6 +450,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       }
       await closeBefore(Number.POSITIVE_INFINITY);
       inputBytesDone += shard.bytes;
+      shardBytesRead = 0;
     }
     await dispatchPool();
     while (inflight.size > 0) await Promise.race(inflight);
@@ -479,6 +484,17 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     throw Object.assign(new RejectRatioError(`${t.rejected} of ${t.docs_in} input documents were rejected (${((t.rejected / t.docs_in) * 100).toFixed(2)}% > --max-reject-ratio ${cfg.maxRejectRatio}); see ${cfg.output}/${LAYOUT.rejectsDir}/`), { summary });
   }
   return summary;
+}
+
+/** Wrap an opener so that the bytes its streams deliver are counted (for progress only). */
+function countingOpener(inner: ShardOpener, onBytes: (n: number) => void): ShardOpener {
+  return {
+    stream(source) {
+      const counter = new Transform({ transform(chunk: Buffer, _e, cb) { onBytes(chunk.length); cb(null, chunk); } });
+      return pipeline(inner.stream(source), counter, () => {});
+    },
+    blob: (source) => inner.blob(source),
+  };
 }
 
 /** Record the run identity in the output dir, or refuse a dir made with another one. */
