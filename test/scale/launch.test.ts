@@ -88,7 +88,7 @@ test('k8s manifest: kubectl decodes it as a typed batch/v1 Job and keeps every f
   t.not(spawnSync('kubectl', ['set', 'env', '--local', '-f', f, '-o', 'json', 'X=1'], { encoding: 'utf8' }).status, 0);
 });
 
-test('k8s env contract: each pod\'s command with JOB_COMPLETION_INDEX=i scores its share; together every unit exactly once [needs score wiring of --world-size]', async (t) => {
+test('k8s env contract: each pod\'s command with JOB_COMPLETION_INDEX=i scores its share; together every unit exactly once', async (t) => {
   const out = tmp('rho-k8s-');
   const inputs = [shardPath('clean.jsonl'), shardPath('mixed.parquet')];
   const args = ['--model', modelPath('llama'), '--tokenizer', TOKENIZER, '--input', ...inputs, '--output', out, '--id-field', 'id', '--context', '64', '--stride', '32', '--unit-docs', '3', '--no-progress', '--json', '--cache-dir', CACHE];

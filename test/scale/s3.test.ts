@@ -1,7 +1,7 @@
 // S3Store, S3Opener and input globs against a real Ceph radosgw on 127.0.0.1, with and without injected faults.
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { S3Store, S3Opener, resolveS3Inputs, keyGlobRegExp, s3Client } from '../../pipeline/s3.js';
 import { openOutputStore, openerFor } from '../../pipeline/output.js';
@@ -9,8 +9,11 @@ import { LocalStore } from '../../pipeline/store.js';
 import { readShard } from '../../stages/read.js';
 import { startRadosgw, type Radosgw } from '../services/radosgw.js';
 import { startFaultProxy, type FaultProxy } from '../services/fault-proxy.js';
-import { shardPath } from '../helpers.js';
 import { startOrSkip, need } from './_services.js';
+import { execFile } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { CACHE, RHO, TOKENIZER, modelPath, score, shardPath, tmp } from '../helpers.js';
 
 let rgw: { service: Radosgw | null; why: string | null };
 let admin: S3Client;
@@ -175,7 +178,8 @@ test('a store that ignores If-None-Match is detected at start-up; "require" refu
   }
 });
 
-test('bad endpoint, bad credentials, missing bucket: clear errors from checkWritable, fast', async (t) => {
+// Serial: it changes AWS_SECRET_ACCESS_KEY for a moment, which concurrent tests must not see.
+test.serial('bad endpoint, bad credentials, missing bucket: clear errors from checkWritable, fast', async (t) => {
   const g = need(t, rgw);
   if (!g) return;
   const t0 = Date.now();
@@ -190,4 +194,112 @@ test('bad endpoint, bad credentials, missing bucket: clear errors from checkWrit
   } finally {
     process.env.AWS_SECRET_ACCESS_KEY = saved;
   }
+});
+
+// ---- the CLI end to end: shards read from a bucket, results written to a bucket ----
+
+function rho(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(RHO, args, { env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stdout, stderr }));
+  });
+}
+
+const CLI_SHARDS = ['clean.jsonl', 'noisy.jsonl.gz', 'mixed.parquet'];
+const scoreArgs = (input: string, output: string, endpoint: string) => ['score', '--model', modelPath('llama'), '--tokenizer', TOKENIZER, '--input', input, '--output', output,
+  '--id-field', 'id', '--context', '64', '--stride', '32', '--unit-docs', '4', '--max-reject-ratio', '1', '--no-progress', '--json', '--cache-dir', CACHE, '--s3-endpoint', endpoint];
+
+/** Copy everything under an s3:// prefix to a local dir (through a fault-free connection). */
+async function download(endpoint: string, uri: string): Promise<string> {
+  const dir = tmp('rho-s3-dl-');
+  const store = new S3Store(uri, { endpoint });
+  for (const rel of await store.list('')) {
+    const p = join(dir, rel);
+    mkdirSync(dirname(p), { recursive: true });
+    writeFileSync(p, (await store.read(rel))!);
+  }
+  return dir;
+}
+
+/** id → [token_ids, ref_logprob] of every row, read by DuckDB; plus row and distinct-row counts. */
+async function scores(dir: string) {
+  const db = await DuckDBInstance.create(':memory:');
+  const con = await db.connect();
+  const rows = (await (await con.run(`SELECT id, CAST(token_ids AS VARCHAR), CAST(ref_logprob AS VARCHAR) FROM read_parquet('${dir}/**/*.parquet') ORDER BY id`)).getRows()) as [string, string, string][];
+  const [[distinct]] = (await (await con.run(`SELECT count(DISTINCT source || '#' || row) FROM read_parquet('${dir}/**/*.parquet')`)).getRows()) as [bigint][];
+  return { rows, distinct: Number(distinct) };
+}
+
+function checkRecords(t: import('ava').ExecutionContext, dir: string) {
+  const recs = readdirRecursive(join(dir, '_rho', 'done')).map((f) => JSON.parse(readFileSync(f, 'utf8')) as { file: string; sha256: string });
+  for (const r of recs) t.is(createHash('sha256').update(readFileSync(join(dir, r.file))).digest('hex'), r.sha256, r.file);
+  return recs.length;
+}
+
+function readdirRecursive(d: string): string[] {
+  return readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? readdirRecursive(join(d, n)) : [join(d, n)]));
+}
+
+let localRun: Awaited<ReturnType<typeof scores>> | null = null;
+async function localScores() {
+  if (!localRun) {
+    const out = tmp('rho-s3-local-');
+    await score({ inputs: CLI_SHARDS.map(shardPath), output: out, unitDocs: 4, context: 64, stride: 32 });
+    localRun = await scores(out);
+  }
+  return localRun;
+}
+
+test('rho score reads shards from a bucket (glob) and writes results to a bucket: same scores as a local run', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const r = await rho(scoreArgs('s3://rho-in/corpus/2024/*.{jsonl,jsonl.gz,parquet}', 's3://rho-out/cli-run', g.endpoint), g.env);
+  t.is(r.code, 0, r.stderr);
+  const dir = await download(g.endpoint, 's3://rho-out/cli-run');
+  const units = checkRecords(t, dir);
+  const got = await scores(dir);
+  const want = await localScores();
+  t.true(units > 3);
+  t.is(got.rows.length, got.distinct);
+  t.deepEqual(got.rows, want.rows, 'token ids and log-probs equal the local run, document by document');
+  const st = await rho(['status', 's3://rho-out/cli-run', '--s3-endpoint', g.endpoint, '--json'], g.env);
+  t.is(st.code, 0, st.stderr);
+  t.true(JSON.parse(st.stdout).complete);
+});
+
+test('rho score through injected S3 faults (503 SlowDown, resets, lost answers, cut bodies) completes with nothing lost or duplicated', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const proxy = await startFaultProxy(g.endpoint, { every: 4 });
+  try {
+    const r = await rho(scoreArgs('s3://rho-in/corpus/2024/*.{jsonl,jsonl.gz,parquet}', 's3://rho-out/faulty-run', proxy.endpoint), g.env);
+    t.is(r.code, 0, r.stderr);
+    t.log(proxy.counts);
+    t.true(proxy.counts.slowDown > 0 && proxy.counts.resetBefore > 0 && proxy.counts.lostResponse > 0, JSON.stringify(proxy.counts));
+  } finally {
+    await proxy.close();
+  }
+  const dir = await download(g.endpoint, 's3://rho-out/faulty-run');
+  checkRecords(t, dir);
+  const got = await scores(dir);
+  t.is(got.rows.length, got.distinct, 'no document twice');
+  t.deepEqual(got.rows, (await localScores()).rows, 'every document present, with the scores of a fault-free run');
+  t.deepEqual(readdirRecursive(dir).filter((f) => f.includes('_rho/claims')), [], 'no claim left behind');
+});
+
+test('rho score with a bad S3 endpoint, a missing bucket or bad credentials exits 2 before any work', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  const local = shardPath('clean.jsonl');
+  const a = await rho(scoreArgs(local, 's3://rho-out/x', 'http://127.0.0.1:9'), g.env);
+  t.is(a.code, 2);
+  t.regex(a.stderr, /cannot be reached/);
+  const b = await rho(scoreArgs(local, 's3://rho-missing-bucket/x', g.endpoint), g.env);
+  t.is(b.code, 2);
+  t.regex(b.stderr, /rho-missing-bucket.*does not exist/);
+  const c = await rho(scoreArgs(local, 's3://rho-out/x', g.endpoint), { ...g.env, AWS_SECRET_ACCESS_KEY: 'wrong' });
+  t.is(c.code, 2);
+  t.regex(c.stderr, /credentials were refused/);
+  const d = await rho(scoreArgs('s3://rho-in/nothing/*.jsonl', 's3://rho-out/x', g.endpoint), g.env);
+  t.is(d.code, 2);
+  t.regex(d.stderr, /matches no object/);
 });

@@ -1,6 +1,6 @@
 // End to end on a real single-node Slurm cluster: `rho launch slurm` submits a 4-task array of `rho score`
 // ranks; every unit is done exactly once; a task that fails on purpose leaves only its own units missing,
-// and a relaunch completes exactly those. [needs score wiring of --world-size / SLURM_ARRAY_TASK_ID]
+// and a relaunch completes exactly those.
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
