@@ -128,7 +128,7 @@ export function renderShow(v: HeatmapView, color: boolean): string {
       const score = segmentScore(seg, v.scores);
       const pos = seg.tokens.length === 1 ? String(seg.tokens[0]) : `${seg.tokens[0]}-${seg.tokens.at(-1)}`;
       const sel = v.doc.selectMask ? (seg.tokens.some((t) => v.doc.selectMask![t]) ? '  sel' : '  -  ') : '';
-      out.push(`${pos.padStart(7)}  ${score === null ? '     -' : score.toFixed(3).padStart(6)}  ${score === null ? '-' : levelOf(scale, score)}${sel}  ${JSON.stringify(text.slice(seg.start, seg.end))}`);
+      out.push(`  ${pos.padStart(9)}  ${score === null ? '     -' : score.toFixed(3).padStart(6)}  ${score === null ? '-' : levelOf(scale, score)}${sel}  ${JSON.stringify(text.slice(seg.start, seg.end))}`);
     }
     out.push(legendAnsi(scale, false, Boolean(v.doc.selectMask)));
   }

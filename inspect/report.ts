@@ -182,7 +182,7 @@ svg.histogram text{font-size:10px;fill:#333}
 .legend{margin:8px 0;font-size:12px} .swatch{display:inline-block;padding:1px 6px;margin:0 3px 3px 0;border:1px solid #ccc;border-radius:2px}
 .heat{font:13px/1.9 ui-monospace,"DejaVu Sans Mono",monospace;white-space:pre-wrap;word-break:break-word;border:1px solid #ddd;padding:8px;border-radius:4px}
 .tok{position:relative;border-radius:2px} .tok.unscored{color:${UNSCORED.hex}}
-.tok.sel{text-decoration:underline 2px;text-underline-offset:3px;outline:1px solid #0006} .tok.unsel{opacity:.4}
+.tok.sel{text-decoration:underline 2px;text-underline-offset:3px} .tok.unsel{opacity:.4}
 .special{color:#888;font-size:11px;border:1px dashed #aaa;border-radius:2px;margin-right:2px;position:relative}
 .tok:hover,.special:hover{outline:2px solid #000}
 .tok:hover::after,.special:hover::after{content:attr(data-tip);position:absolute;left:0;top:100%;z-index:10;white-space:pre;background:#222;color:#fff;font-size:11px;line-height:1.4;padding:3px 6px;border-radius:3px;pointer-events:none}

@@ -10,8 +10,9 @@ import { score, tmp, modelPath, shardPath, RHO, ROOT } from '../helpers.js';
 export const SHARDS = ['clean.jsonl', 'mixed.jsonl.zst', 'noisy.jsonl.gz'];
 
 /** Score the fixture shards with ref=llama and base=gpt2, C=64, S=32 (so most documents span windows). */
-export async function scoredDir(shards = SHARDS, out = tmp('rho-inspect-')): Promise<string> {
+export async function scoredDir(shards = SHARDS, out = tmp('rho-inspect-'), format: 'parquet' | 'arrow' = 'parquet'): Promise<string> {
   await score({
+    format,
     models: [{ name: 'ref', path: modelPath('llama') }, { name: 'base', path: modelPath('gpt2') }],
     inputs: shards.map(shardPath),
     output: out,

@@ -2,7 +2,7 @@
 // numbers `rho stats --json` prints.
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runSelect } from '../../pipeline/select-job.js';
 import { scoredDir, rho, duck, recipes } from './_fixture.js';
@@ -135,6 +135,7 @@ test('polars recipe = rho stats per source (scored tokens, means, PERCENTILE_DIS
   const file = join(dir, `polars-${process.pid}.mjs`);
   writeFileSync(file, R.get('polars')!.replaceAll("'out/", `'${out}/`));
   const r = spawnSync(process.execPath, [file], { encoding: 'utf8' });
+  rmSync(file, { force: true });
   t.is(r.status, 0, r.stderr);
   const rows = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, number>[];
   t.is(rows.length, 3);

@@ -71,6 +71,13 @@ test('past --max-exact-values quantiles come from the sketch, within its relativ
   t.is(compared, exact.groups.length * 3 * 9);
 });
 
+test('Arrow IPC score files give the same statistics as Parquet ones', async (t) => {
+  const arrow = await scoredDir(undefined, tmp('rho-inspect-arrow-'), 'arrow');
+  t.is(dataFiles(arrow, 'arrow').length, 3);
+  const s = await computeStats(arrow, { ratios: [0.6] });
+  t.deepEqual(s.groups, exact.groups);
+});
+
 test('the CLI --json output is the computeStats object', (t) => {
   const r = rho(['stats', out, '--json', '--ratio', '0.6', '--no-progress']);
   t.is(r.status, 0, r.stderr);
