@@ -1,7 +1,7 @@
 """Text for the toy Rho-1 experiment (no downloads, seeded). Writes JSONL shards ({id, text}) to OUT:
 
   ref_train.jsonl  target-domain text for the reference model
-  corpus.jsonl     the training corpus: target-domain text mixed with noise, ~half the tokens each
+  corpus.jsonl     the training corpus: target-domain text mixed with noise (half the characters, ~60% of tokens)
   heldout.jsonl    unseen documents of every kind, for evaluation
 
 Target domain: docstrings of the Python 3.11 standard library (technical English prose), split by document
@@ -128,10 +128,10 @@ def take(docs, chars):
 
 
 # Sizes in characters (about 2.5-4 characters per token with the fixture tokenizer).
-held_target = take(target, 60_000)
+held_target = take(target, 30_000)
 ref_train = take(target, 350_000)
 corpus_target = take(target, 300_000)
-held_off = take(offdomain, 20_000)
+held_off = take(offdomain, 10_000)
 corpus_off = take(offdomain, 70_000)
 
 
@@ -149,9 +149,9 @@ corpus += [('boilerplate', t) for t in generated(boilerplate_doc, 90_000)]
 corpus += [('structured', t) for t in generated(structured_doc, 70_000)]
 rng.shuffle(corpus)
 held = [('target', t) for t in held_target] + [('offdomain', t) for t in held_off]
-held += [('random', t) for t in generated(random_doc, 12_000)]
-held += [('boilerplate', t) for t in generated(boilerplate_doc, 15_000)]
-held += [('structured', t) for t in generated(structured_doc, 12_000)]
+held += [('random', t) for t in generated(random_doc, 5_000)]
+held += [('boilerplate', t) for t in generated(boilerplate_doc, 8_000)]
+held += [('structured', t) for t in generated(structured_doc, 6_000)]
 
 
 def write(name, docs):

@@ -34,9 +34,9 @@ for set in corpus heldout; do
 done
 
 echo "== train causal and SLM (in parallel, one core each)" >&2
-"$PY" "$HERE/train_lm.py" causal "$WORK/memmap-corpus" "$WORK/runs" "$STEPS" "$RATIO" &
+"$PY" "$HERE/train_lm.py" causal "$WORK/memmap-corpus" "$WORK/memmap-heldout" "$WORK/runs" "$STEPS" "$RATIO" &
 P1=$!
-"$PY" "$HERE/train_lm.py" slm "$WORK/memmap-corpus" "$WORK/runs" "$STEPS" "$RATIO" &
+"$PY" "$HERE/train_lm.py" slm "$WORK/memmap-corpus" "$WORK/memmap-heldout" "$WORK/runs" "$STEPS" "$RATIO" &
 P2=$!
 wait $P1
 wait $P2

@@ -1,8 +1,9 @@
 """Train one tiny LM on the rho memmap export of the corpus: plain causal LM or Rho-1 SLM (rho_torch.slm_loss).
 
-Usage: train_lm.py causal|slm CORPUS_MEMMAP OUT_DIR STEPS [RATIO]
+Usage: train_lm.py causal|slm CORPUS_MEMMAP HELDOUT_MEMMAP OUT_DIR STEPS [RATIO]
 Both modes use the same seed, initial weights, batches (same order) and optimizer schedule, so the only
-difference is which tokens are back-propagated. Writes OUT_DIR/<mode>/ckpt-<step>.pt and train_log.json:
+difference is which tokens are back-propagated. Writes OUT_DIR/<mode>/heldout-ce-<step>.pt (per-token
+cross-entropy on the held-out sequences at each checkpoint, for evaluate.py) and train_log.json:
 every LOG_EVERY steps, the in-batch mean loss on the tokens the SLM rule selects (top RATIO by excess
 loss under this model) and on the rest, plus per-kind selected/candidate token counts.
 """
@@ -21,15 +22,33 @@ sys.path.insert(0, os.path.join(HERE, '..', '..', 'fixtures', 'scripts'))
 from rho_torch import MemmapDataset, slm_loss  # noqa: E402
 from tiny_models import TinyLlama  # noqa: E402
 
-mode, corpus, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-ratio = float(sys.argv[5]) if len(sys.argv) > 5 else 0.6
+mode, corpus, heldout, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+ratio = float(sys.argv[6]) if len(sys.argv) > 6 else 0.6
 assert mode in ('causal', 'slm'), mode
 torch.set_num_threads(int(os.environ.get('TOY_THREADS', '1')))
-B, L, LOG_EVERY, N_CKPT = 8, 64, 10, 10
+B, L, LOG_EVERY, N_CKPT = 8, 64, 10, 8
 
 ds = MemmapDataset(corpus, seq_len=L, include_next=True)  # 65 tokens: inputs [:-1], targets [1:]
 kinds = sorted({d['id'].split('-')[0] for d in ds.export.docs})
 doc_kind = torch.tensor([kinds.index(d['id'].split('-')[0]) for d in ds.export.docs])
+
+held = MemmapDataset(heldout, seq_len=L, include_next=True)
+HX = torch.stack([held[i]['input_ids'] for i in range(len(held))])
+
+
+def heldout_ce():
+    """Per-token cross-entropy [n_seq, L] on the held-out sequences (evaluated here, in parallel with the other run)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for a in range(0, len(HX), 64):
+            x = HX[a:a + 64]
+            n = len(x)
+            lg = model(x[:, :-1], torch.ones(n, L, dtype=torch.int64), torch.arange(L)[None, :].expand(n, L))
+            out.append(F.cross_entropy(lg.reshape(-1, lg.shape[-1]), x[:, 1:].reshape(-1), reduction='none').view(n, L))
+    model.train()
+    return torch.cat(out)
+
 
 torch.manual_seed(1)
 model = TinyLlama()
@@ -49,8 +68,8 @@ cand_by_kind = np.zeros(len(kinds), dtype=np.int64)
 t0 = time.time()
 for step in range(steps + 1):
     if step in ckpt_steps:
-        torch.save(model.state_dict(), os.path.join(run_dir, 'ckpt-%05d.pt' % step))
-        log['checkpoints'].append({'step': step, 'tokens': step * B * L, 'file': 'ckpt-%05d.pt' % step})
+        torch.save(heldout_ce(), os.path.join(run_dir, 'heldout-ce-%05d.pt' % step))
+        log['checkpoints'].append({'step': step, 'tokens': step * B * L, 'file': 'heldout-ce-%05d.pt' % step})
     if step == steps:
         break
     if at + B > len(order):  # next epoch: a new permutation from the same generator, same in both modes

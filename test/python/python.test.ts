@@ -1,7 +1,8 @@
 // Runs the PyTorch integration's pytest suite (integrations/torch/tests) so `npm test` covers it. First makes
-// real data for it with the rho CLI: fixture shards scored by the llama fixture, exported with
-// `rho export --format memmap`, and the Parquet rows read back by DuckDB (an independent reader) into JSON,
-// which the Python tests compare the memmap reader's sequences against token for token.
+// real data for it with the rho CLI: fixture shards scored by the llama fixture, `rho select` (top 60%, so the
+// export has labels and select_mask), `rho export --format memmap`, and the Parquet rows read back by DuckDB
+// (an independent reader) into JSON, which the Python tests compare the memmap reader's sequences against
+// token for token.
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -35,24 +36,29 @@ if (problem && process.env.CI !== 'true') {
     if (problem) return t.fail(`CI=true and ${problem}; ${hint}`);
     const dir = tmp('rho-torch-');
     const scoreDir = join(dir, 'score');
+    const selectDir = join(dir, 'select');
     const exportDir = join(dir, 'memmap');
     const env = { ...process.env, RHO_CACHE_DIR: CACHE };
     await run(RHO, ['score', '--model', modelPath('llama'), '--tokenizer', TOKENIZER,
       '--input', shardPath('clean.jsonl'), shardPath('noisy.jsonl.gz'), shardPath('mixed.parquet'),
       '--output', scoreDir, '--id-field', 'id', '--context', '64', '--stride', '32', '--no-progress'], { cwd: ROOT, env });
-    await run(RHO, ['export', scoreDir, '--format', 'memmap', '--output', exportDir, '--no-progress'], { cwd: ROOT, env });
+    await run(RHO, ['select', scoreDir, '--output', selectDir, '--ratio', '0.6', '--by', 'ref_loss', '--scope', 'global', '--no-progress'], { cwd: ROOT, env });
+    await run(RHO, ['export', selectDir, '--format', 'memmap', '--output', exportDir, '--no-progress'], { cwd: ROOT, env });
 
     // The rows in export order (data files sorted by path, rows in file order), read by DuckDB.
     const db = await DuckDBInstance.create(':memory:');
     const con = await db.connect();
-    const reader = await con.run(`SELECT id, source, "row", token_ids, ref_logprob FROM read_parquet('${scoreDir}/*/*.parquet', filename = true, file_row_number = true) ORDER BY filename, file_row_number`);
+    const reader = await con.run(`SELECT id, source, "row", token_ids, ref_logprob, labels, select_mask FROM read_parquet('${selectDir}/*/*.parquet', filename = true, file_row_number = true) ORDER BY filename, file_row_number`);
     const rows = ((await reader.getRowObjectsJson()) as Record<string, unknown>[]).map((r) => ({
       id: String(r.id),
       source: String(r.source),
       row: Number(r.row),
       token_ids: (r.token_ids as unknown[]).map(Number),
       ref_logprob: (r.ref_logprob as unknown[]).map((v) => (v === null ? null : Number(v))),
+      labels: (r.labels as unknown[]).map(Number),
+      select_mask: (r.select_mask as unknown[]).map((v) => v === true),
     }));
+    t.true(rows.some((r) => r.select_mask.includes(false)) && rows.some((r) => r.select_mask.includes(true)));
     t.is(rows.length, 80, '30 clean + 30 noisy + 20 mixed documents');
     const rowsPath = join(dir, 'rows.json');
     writeFileSync(rowsPath, JSON.stringify(rows));
@@ -62,7 +68,7 @@ if (problem && process.env.CI !== 'true') {
     try {
       const r = await run(PYTHON, ['-m', 'pytest', '-q', '-rs', '-p', 'no:cacheprovider', TESTS], {
         cwd: ROOT, timeout: 240_000, maxBuffer: 16 << 20,
-        env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', RHO_TORCH_EXPORT: exportDir, RHO_TORCH_ROWS: rowsPath, RHO_TORCH_SCORE: scoreDir },
+        env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', RHO_TORCH_EXPORT: exportDir, RHO_TORCH_ROWS: rowsPath, RHO_TORCH_SCORE: selectDir },
       });
       out = r.stdout + r.stderr;
     } catch (e) {

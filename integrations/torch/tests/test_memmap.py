@@ -187,7 +187,8 @@ def _real_or_skip():
 def test_real_export_matches_parquet_rows():
     _real_or_skip()
     with open(REAL_ROWS) as f:
-        rows = json.load(f)  # [{id, source, row, token_ids, ref_logprob (null at no-context positions)}], export order
+        # [{id, source, row, token_ids, ref_logprob (null at no-context positions), labels, select_mask}], export order
+        rows = json.load(f)
     ex = RhoMemmap(REAL_EXPORT)
     assert ex.n_docs == len(rows) > 0
     nulls = 0
@@ -201,6 +202,8 @@ def test_real_export_matches_parquet_rows():
         assert np.array_equal(np.isnan(ref), np.isnan(want)), where
         assert np.array_equal(ref[~np.isnan(ref)], want[~np.isnan(want)]), where  # float32 both ways: exact
         nulls += int(np.isnan(want).sum())
+        assert arrs['labels'].tolist() == row['labels'], where
+        assert arrs['select_mask'].astype(bool).tolist() == row['select_mask'], where
     assert nulls >= ex.n_docs  # at least position 0 of every document
 
 
@@ -211,6 +214,7 @@ def test_real_export_sequences_line_up_with_parquet_rows():
     stream_ids = [t for r in rows for t in r['token_ids']]
     stream_ref = [v for r in rows for v in r['ref_logprob']]
     stream_doc = [d for d, r in enumerate(rows) for _ in r['token_ids']]
+    stream_labels = [v for r in rows for v in r['labels']]
     L = 64
     ds = MemmapDataset(REAL_EXPORT, seq_len=L, include_next=True)
     assert len(ds) == (len(stream_ids) - 1) // L
@@ -219,5 +223,6 @@ def test_real_export_sequences_line_up_with_parquet_rows():
         a, b = j * L, j * L + L + 1
         assert item['input_ids'].tolist() == stream_ids[a:b], f'sequence {j}'
         assert item['doc_index'].tolist() == stream_doc[a:b], f'sequence {j}'
+        assert item['labels'].tolist() == stream_labels[a:b], f'sequence {j}'  # -100 where `rho select` dropped it
         want = np.array([np.nan if v is None else v for v in stream_ref[a:b]], dtype=np.float32)
         assert np.array_equal(item['ref_logprob'].numpy(), want, equal_nan=True), f'sequence {j}'
