@@ -7,7 +7,7 @@
 //   logits    session.run of the plain model + log-softmax and gather in JS, same sample
 //   tokenize  rho's tokenize stage vs a bare encodeBatch loop over the same documents, interleaved
 //   dump      write the batches for the PyTorch baseline (bench/torch_score.py)
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { Tokenizer } from 'tokenizers';
@@ -113,6 +113,8 @@ async function bare(a: MeasureArgs) {
 }
 
 async function score(a: MeasureArgs) {
+  // A fresh dir: an output dir with finished units would make the run skip them (resume) and measure nothing.
+  rmSync(a.out!, { recursive: true, force: true });
   const s = await runScore({
     models: [{ name: 'ref', path: a.model }],
     tokenizer: a.tokenizer,
@@ -134,6 +136,7 @@ async function score(a: MeasureArgs) {
     progress: false,
   });
   const r = s.run;
+  if (r.scored_tokens === 0) throw new Error(`bench: rho scored no tokens in ${a.out}`);
   return { seconds: r.wall_seconds, scored_tokens: r.scored_tokens, tokens_per_second: r.tokens_per_second, padding_fraction: r.padding_fraction, docs: r.docs_in, units: r.units_written, max_rss_mib: maxRssMiB() };
 }
 
@@ -204,7 +207,7 @@ async function logits(a: MeasureArgs) {
   return { seconds, scored_tokens: n, tokens_per_second: n / seconds, checksum_first: check, max_rss_mib: maxRssMiB() };
 }
 
-/** rho's stage (TextTokenizer.encode: batch call + ids into Int32Array) vs bare encodeBatch, A B A B, same chunks. */
+/** rho's stage (TextTokenizer.encode: batch call + ids into Int32Array) vs bare encodeBatch + getIds, A B A B, same chunks. */
 async function tokenize(a: MeasureArgs) {
   const docs = readCorpus(a.corpus);
   const chunks: Document[][] = [];
@@ -221,7 +224,10 @@ async function tokenize(a: MeasureArgs) {
     rhoT.push((performance.now() - t0) / 1000);
     tokens = n;
     t0 = performance.now();
-    for (const c of chunks) await raw.encodeBatch(c.map((d) => d.text));
+    // The bare loop still reads the ids (getIds): ids are what any caller needs from a tokenizer.
+    let m = 0;
+    for (const c of chunks) for (const e of await raw.encodeBatch(c.map((d) => d.text))) m += e.getIds().length;
+    if (m !== n) throw new Error(`tokenize: rho gave ${n} tokens, bare encodeBatch ${m}`);
     bareT.push((performance.now() - t0) / 1000);
   }
   return { tokens, rho_seconds: rhoT, bare_seconds: bareT, chars: docs.reduce((s, d) => s + d.text.length, 0) };
