@@ -13,11 +13,11 @@ import ort from 'onnxruntime-node';
 import { Tokenizer } from 'tokenizers';
 import { TextTokenizer } from '../stages/tokenize.js';
 import { planWindows } from '../stages/window.js';
-import { planBatches, buildBatch, paddingFraction, type BatchPlan } from '../stages/batch.js';
+import { WindowPool, buildBatch, paddingFraction, type BatchPlan } from '../stages/batch.js';
 import { feeds, type WorkerModel } from '../stages/score-worker.js';
 import { prepareModel } from '../model/prepare.js';
 import { runScore } from '../pipeline/score-job.js';
-import type { Batch, Document, TokenizedDocument, Window } from '../pipeline/types.js';
+import type { Batch, Document, TokenizedDocument } from '../pipeline/types.js';
 
 export interface MeasureArgs {
   mode: 'score' | 'bare' | 'ingraph' | 'logits' | 'tokenize' | 'dump';
@@ -38,10 +38,9 @@ export interface MeasureArgs {
   reps?: number;
 }
 
-// Mirrors pipeline/score-job.ts: tokenize chunks of 256 documents, pool windows, cut the pool into batches once it
-// holds max(batchTokens*16, context*4) tokens. Kept in step by hand; `bare` reports its padding so a drift shows.
+// Same tokenize chunks as pipeline/score-job.ts and the same pooling (WindowPool from stages/batch.ts), so the
+// bare loop runs exactly the batches rho forms.
 const TOKENIZE_CHUNK_DOCS = 256;
-const poolLimit = (a: MeasureArgs) => Math.max(a.batchTokens * 16, a.context * 4);
 
 function readCorpus(path: string): Document[] {
   return readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l, row) => {
@@ -64,23 +63,15 @@ async function planCorpus(a: MeasureArgs): Promise<{ batches: Batch[]; plans: Ba
   const docs = await tokenizeAll(a, readCorpus(a.corpus));
   const spec = { contextTokens: a.context, strideTokens: a.context };
   const plans: BatchPlan[] = [];
-  let pool: Window[] = [];
-  let poolTokens = 0;
+  const pool = new WindowPool(a.batchTokens, a.context);
   let scoredTokens = 0;
   for (const d of docs) {
-    for (const w of planWindows(d.docSeq, d.tokenIds.length, spec)) {
-      pool.push(w);
-      poolTokens += w.end - w.start;
-      // The first position of every window has no context in it (null in the output), as in rho.
-      scoredTokens += w.end - Math.max(w.scoreFrom, w.start + 1);
-    }
-    if (poolTokens >= poolLimit(a)) {
-      plans.push(...planBatches(pool, a.batchTokens));
-      pool = [];
-      poolTokens = 0;
-    }
+    const windows = planWindows(d.docSeq, d.tokenIds.length, spec);
+    // The first position of every window has no context in it (null in the output), as in rho.
+    for (const w of windows) scoredTokens += w.end - Math.max(w.scoreFrom, w.start + 1);
+    plans.push(...(pool.add(windows) ?? []));
   }
-  plans.push(...planBatches(pool, a.batchTokens));
+  plans.push(...pool.flush());
   const batches = plans.map((p) => buildBatch(p, (seq) => docs[seq]!.tokenIds));
   return { batches, plans, scoredTokens };
 }

@@ -9,7 +9,7 @@ import { pipeline, Transform } from 'node:stream';
 import { readShard, type ShardOpener } from '../stages/read.js';
 import { TextTokenizer } from '../stages/tokenize.js';
 import { planWindows, validateWindowSpec } from '../stages/window.js';
-import { planBatches, buildBatch } from '../stages/batch.js';
+import { WindowPool, buildBatch, type BatchPlan } from '../stages/batch.js';
 import { Scorer } from '../stages/score.js';
 import { scoredTable, encodeTable, sha256, type OutputFormat } from '../stages/write.js';
 import { prepareModel, type PreparedModel } from '../model/prepare.js';
@@ -26,7 +26,7 @@ import type { S3Options } from './s3.js';
 import { crashPoint } from './crashpoints.js';
 import { RHO_VERSION } from './version.js';
 import { buildManifest, readCompletionRecords, type Manifest } from './manifest.js';
-import type { Document, Rejected, ScoredDocument, TokenizedDocument, Window, WindowSpec } from './types.js';
+import type { Document, Rejected, ScoredDocument, TokenizedDocument, WindowSpec } from './types.js';
 
 export interface ModelSpec {
   name: string;
@@ -243,17 +243,18 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   let shardBytesRead = 0;
   let paddedPositions = 0;
   let realPositions = 0;
-  const progress = new Progress(shards.reduce((a, s) => a + s.bytes, 0), () => ({ docs: run.scored, rejected: run.rejected, tokens: run.scored_tokens, inputBytesDone: inputBytesDone + shardBytesRead }), cfg.progress);
+  // Live counts for the progress line (the run counts above move only when a unit is written).
+  const live = { docs: 0, rejected: 0, tokens: 0 };
+  const progress = new Progress(shards.reduce((a, s) => a + s.bytes, 0), () => ({ ...live, inputBytesDone: inputBytesDone + shardBytesRead }), cfg.progress);
 
   const docs = new Map<number, DocState>();
   let nextDocSeq = 0;
-  let pool: Window[] = [];
-  let poolTokens = 0;
-  const poolLimit = Math.max(cfg.batchTokens * 16, context * 4);
+  const pool = new WindowPool(cfg.batchTokens, context);
   const inflight = new Set<Promise<void>>();
   // Two batches per worker: one running, one queued in the worker, so a model never waits for the main thread.
   const maxInflight = 2 * scorers.length;
   let failure: Error | null = null;
+  let scoringSeconds = 0;
   let writeChain: Promise<void> = Promise.resolve();
 
   const fail = (e: unknown) => { failure ??= e instanceof Error ? e : new Error(String(e)); };
@@ -265,6 +266,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   };
 
   const finishDoc = (st: DocState) => {
+    live.docs++;
     st.unit.pendingDocs--;
     maybeWrite(st.unit);
   };
@@ -316,11 +318,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     progress.draw();
   };
 
-  const dispatchPool = async () => {
-    if (pool.length === 0) return;
-    const plans = planBatches(pool, cfg.batchTokens);
-    pool = [];
-    poolTokens = 0;
+  const dispatch = async (plans: BatchPlan[]) => {
     for (const plan of plans) {
       while (inflight.size >= maxInflight) await Promise.race(inflight);
       if (failure) throw failure;
@@ -340,6 +338,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
             dst.logprob.set(s.logprob.subarray(rowBase + from, rowBase + len), w.scoreFrom);
             if (dst.entropy && s.entropy) dst.entropy.set(s.entropy.subarray(rowBase + from, rowBase + len), w.scoreFrom);
           }
+          live.tokens += w.end - w.scoreFrom - (w.scoreFrom === w.start ? 1 : 0);
           if (--st.pendingWindows === 0) finishDoc(st);
         });
         crashPoint('batch-scored');
@@ -369,11 +368,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
         finishDoc(st);
         continue;
       }
-      for (const w of windows) {
-        pool.push(w);
-        poolTokens += w.end - w.start;
-      }
-      if (poolTokens >= poolLimit) await dispatchPool();
+      const plans = pool.add(windows);
+      if (plans) await dispatch(plans);
     }
   };
 
@@ -438,6 +434,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
         }
         if (item.kind === 'reject') {
           unit.items.push({ kind: 'reject', reject: item.reject });
+          live.rejected++;
           continue;
         }
         const slotItem: DocItem = { kind: 'doc', st: null };
@@ -452,10 +449,12 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       inputBytesDone += shard.bytes;
       shardBytesRead = 0;
     }
-    await dispatchPool();
+    await dispatch(pool.flush());
     while (inflight.size > 0) await Promise.race(inflight);
     await writeChain;
     if (failure) throw failure;
+    // The clock of the run's throughput stops with the last write: closing workers is a fixed cost per run.
+    scoringSeconds = progress.elapsedSeconds();
   } catch (e) {
     await claims.releaseAll((e as Error).message);
     throw e;
@@ -473,7 +472,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   });
   crashPoint('manifest');
   await store.writeAtomic(LAYOUT.manifest, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + '\n'));
-  const wall = progress.elapsedSeconds();
+  const wall = scoringSeconds;
   const summary: RunSummary = {
     output: store.root,
     manifest,

@@ -69,6 +69,21 @@ export function scoreSchema(models: readonly string[], opts: { entropy: boolean 
   return new Schema(fields, metadata);
 }
 
+/** Metadata keys a selection adds to each file (values are strings; JSON where structured). */
+export const SELECT_META = {
+  ratio: 'rho.select.ratio',
+  by: 'rho.select.by',
+  /** The formula of the score, in column names, e.g. `ref_logprob - base_logprob`. */
+  score: 'rho.select.score',
+  scope: 'rho.select.scope',
+  /** `exact` (ceil(k*N) per scope) or `sketch` (score >= threshold). */
+  mode: 'rho.select.mode',
+  /** JSON: global: a number; batch/document: {min, median, max, count} over scopes with scored tokens. */
+  threshold: 'rho.select.threshold',
+  batchTokens: 'rho.select.batch_tokens',
+  sketchAccuracy: 'rho.select.sketch_accuracy',
+} as const;
+
 /** Columns `select` adds. */
 export function selectFields(): Field[] {
   return [

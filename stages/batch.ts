@@ -61,3 +61,38 @@ export function paddingFraction(plans: BatchPlan[]): { real: number; computed: n
   }
   return { real, computed };
 }
+
+/**
+ * The score job's pooling policy, shared with the benchmark so both form the very same batches: windows
+ * collect in a pool that is cut into batches (planBatches) once it holds enough tokens. The first pool is
+ * small so that the model starts at once; later pools are larger, for better length bucketing.
+ */
+export class WindowPool {
+  private windows: Window[] = [];
+  private tokens = 0;
+  private limit: number;
+  private readonly fullLimit: number;
+
+  constructor(private readonly batchTokens: number, contextTokens: number) {
+    this.limit = Math.max(batchTokens * 2, contextTokens);
+    this.fullLimit = Math.max(batchTokens * 16, contextTokens * 4);
+  }
+
+  /** Add a document's windows; returns the batches to run when the pool is full, else null. */
+  add(windows: Window[]): BatchPlan[] | null {
+    for (const w of windows) {
+      this.windows.push(w);
+      this.tokens += w.end - w.start;
+    }
+    return this.tokens >= this.limit ? this.flush() : null;
+  }
+
+  /** Cut whatever is pooled into batches (at the end of the input). */
+  flush(): BatchPlan[] {
+    const plans = planBatches(this.windows, this.batchTokens);
+    this.windows = [];
+    this.tokens = 0;
+    this.limit = this.fullLimit;
+    return plans;
+  }
+}

@@ -18,20 +18,7 @@ import { listData } from './write.js';
 export type SelectBy = 'ref_loss' | 'excess';
 export type SelectScope = 'document' | 'batch' | 'global';
 
-/** Metadata keys a selection adds to each file (values are strings; JSON where structured). */
-export const SELECT_META = {
-  ratio: 'rho.select.ratio',
-  by: 'rho.select.by',
-  /** The formula of the score, in column names, e.g. `ref_logprob - base_logprob`. */
-  score: 'rho.select.score',
-  scope: 'rho.select.scope',
-  /** `exact` (ceil(k*N) per scope) or `sketch` (score >= threshold). */
-  mode: 'rho.select.mode',
-  /** JSON: global: a number; batch/document: {min, median, max, count} over scopes with scored tokens. */
-  threshold: 'rho.select.threshold',
-  batchTokens: 'rho.select.batch_tokens',
-  sketchAccuracy: 'rho.select.sketch_accuracy',
-} as const;
+export { SELECT_META } from '../schemas/contract.js';
 
 /** Number of tokens to keep out of n scored ones: ceil(k*n), with k*n within 1e-9 of an integer taken as that integer. */
 export function keepCount(ratio: number, n: number): number {

@@ -62,7 +62,7 @@ export class TextTokenizer {
       const ids = encodings[i].getIds();
       const n = ids.length + (this.appendEos ? 1 : 0);
       const tokenIds = new Int32Array(n);
-      for (let j = 0; j < ids.length; j++) tokenIds[j] = ids[j];
+      tokenIds.set(ids); // one native copy, not a JS loop
       if (this.appendEos) tokenIds[n - 1] = this.info.eosId!;
       return { ...d, docSeq: d.docSeq ?? i, tokenIds };
     });
