@@ -73,7 +73,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('max-reject-ratio', { type: 'number', default: 0.01, describe: 'Exit 3 when more than this fraction of input documents was rejected (rejects are listed in _rho/rejects/)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'Delete results of another configuration in --output instead of refusing' })
       .option('cache-dir', { type: 'string', default: DEFAULT_CACHE_DIR, describe: 'Where prepared (log-prob) graphs are cached, keyed by model sha256 (env RHO_CACHE_DIR)' })
-      .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads (default: onnxruntime\'s choice, the physical cores)' })
+      .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads (default on CPU: every core this process may use; onnxruntime\'s own default took 1 of 2 cores here)' })
       .option('progress', { type: 'boolean', default: true, describe: 'Progress line on stderr (--no-progress to silence)' })
       .option('json', { type: 'boolean', default: false, describe: 'Print the run summary as JSON on stdout' })
       .option('rank', { type: 'number', describe: 'This runner\'s rank, 0..world-size-1 (default: from SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX, else 0)' })
