@@ -39,11 +39,16 @@ export class LocalStore implements OutputStore {
     const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
     const fd = openSync(tmp, 'w');
     try {
-      writeSync(fd, bytes);
+      let off = 0;
+      while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
       fsyncSync(fd);
-    } finally {
+    } catch (e) {
+      // E.g. ENOSPC: leave no temp file behind.
       closeSync(fd);
+      unlinkSync(tmp);
+      throw e;
     }
+    closeSync(fd);
     try {
       linkSync(tmp, path);
       return true;
