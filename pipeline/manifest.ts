@@ -4,6 +4,7 @@
 import { LAYOUT, shardKey, type CompletionRecord } from './units.js';
 import type { OutputStore } from './store.js';
 import type { InputShard } from './inputs.js';
+import { combinedProvenance } from '../schemas/contract.js';
 
 export interface ShardAccount {
   source: string;
@@ -19,12 +20,27 @@ export interface ShardAccount {
 
 export interface Manifest {
   schema_version: number;
+  rho_version?: unknown;
+  models?: unknown;
+  tokenizer?: unknown;
+  context?: unknown;
+  stride?: unknown;
+  special_tokens?: unknown;
+  inputs?: unknown;
   provenance: Record<string, string>;
   config_sha256: string;
   shards: ShardAccount[];
   totals: Omit<ShardAccount, 'source' | 'bytes' | 'key'> & { shards: number; bytes: number };
   files: { file: string; rows: number; bytes: number; sha256: string }[];
   run: Record<string, unknown>;
+}
+
+/** The provenance keys as top-level manifest fields with parsed values: rho_version, models, tokenizer, context, stride, special_tokens, inputs. */
+function provenanceFields(p: Record<string, string>): Record<string, unknown> {
+  const parsed = JSON.parse(combinedProvenance(new Map(Object.entries(p)))) as Record<string, unknown>;
+  const { schema_version: _sv, version, ...rest } = parsed;
+  void _sv;
+  return { rho_version: version, ...rest };
 }
 
 export async function readCompletionRecords(store: OutputStore): Promise<CompletionRecord[]> {
@@ -57,6 +73,7 @@ export async function buildManifest(store: OutputStore, opts: { provenance: Reco
     a.scored_tokens += r.scored_tokens;
   }
   const shards = [...bySource.values()];
+  const provenance = { ...opts.provenance, 'rho.inputs': JSON.stringify(opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes }))) };
   const totals = { shards: shards.length, bytes: 0, units_done: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
   for (const a of shards) {
     totals.bytes += a.bytes;
@@ -69,10 +86,8 @@ export async function buildManifest(store: OutputStore, opts: { provenance: Reco
   }
   return {
     schema_version: Number(opts.provenance['rho.schema_version']),
-    provenance: {
-      ...opts.provenance,
-      'rho.inputs': JSON.stringify(opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes }))),
-    },
+    ...provenanceFields(provenance),
+    provenance,
     config_sha256: opts.configSha,
     shards,
     totals,

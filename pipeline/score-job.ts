@@ -13,7 +13,7 @@ import { WindowPool, buildBatch, type BatchPlan } from '../stages/batch.js';
 import { Scorer } from '../stages/score.js';
 import { scoredTable, encodeTable, sha256, type OutputFormat } from '../stages/write.js';
 import { prepareModel, type PreparedModel } from '../model/prepare.js';
-import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION } from '../schemas/contract.js';
+import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, combinedProvenance } from '../schemas/contract.js';
 import { resolveInputs, type InputShard } from './inputs.js';
 import type { OutputStore } from './store.js';
 import { LAYOUT, dataPath, donePath, rejectsPath, unitName, type CompletionRecord, type UnitId } from './units.js';
@@ -288,6 +288,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     const shard = shards.find((s) => s.source === u.id.source)!;
     meta.set(META.inputs, JSON.stringify([{ source: shard.source, bytes: shard.bytes }]));
     meta.set(META.unit, JSON.stringify({ source: u.id.source, part: u.id.part, first_row: u.firstRow, rows: u.items.length }));
+    meta.set(META.all, combinedProvenance(meta));
     const bytes = encodeTable(scoredTable(scored, modelNames, cfg.entropy, spec, meta), cfg.format);
     const file = dataPath(u.id, cfg.format, cfg.partitionBy === 'shard');
     await store.writeAtomic(file, bytes);

@@ -48,7 +48,27 @@ export const META = {
   inputs: 'rho.inputs',
   /** JSON: {source, part, first_row, rows} — the work unit this file holds */
   unit: 'rho.unit',
+  /**
+   * JSON: every key above in one object, values parsed ({schema_version, version, models, tokenizer, context,
+   * stride, special_tokens, inputs, unit}), for readers that want one key (like the `huggingface` key of HF files).
+   */
+  all: 'rho',
 } as const;
+
+/** The combined `rho` metadata value: the dotted keys with their JSON values parsed. */
+export function combinedProvenance(meta: Map<string, string>): string {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of meta) {
+    if (!k.startsWith('rho.') || k.startsWith('rho.select.')) continue;
+    const name = k.slice(4);
+    try {
+      out[name] = JSON.parse(v);
+    } catch {
+      out[name] = v;
+    }
+  }
+  return JSON.stringify(out);
+}
 
 const listOf = (t: DataType, nullable: boolean) => new List(new Field('item', t, nullable));
 

@@ -70,10 +70,20 @@ test('DuckDB reads the Parquet with the contract types, the same values, and the
   t.regex(models[0].sha256, /^[0-9a-f]{64}$/);
   t.is(JSON.parse(meta[META.tokenizer]).sha256.length, 64);
   t.deepEqual(JSON.parse(meta[META.inputs]).map((x: { source: string }) => x.source), [shardPath('clean.jsonl')]);
+  // The same provenance as one JSON object under `rho`, values parsed.
+  const all = JSON.parse(meta[META.all]);
+  t.is(all.schema_version, 1);
+  t.is(all.context, 64);
+  t.deepEqual(all.models, models);
+  t.is(all.unit.rows, 30);
   // The manifest carries the same provenance plus the accounting.
   const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
   t.is(manifest.provenance[META.models], meta[META.models]);
   t.is(manifest.totals.docs_in, manifest.totals.scored + manifest.totals.rejected);
+  t.is(manifest.schema_version, 1);
+  t.is(manifest.stride, 32);
+  t.deepEqual(manifest.models, models);
+  t.deepEqual(manifest.inputs.map((x: { source: string }) => x.source), [shardPath('clean.jsonl')]);
 });
 
 test('output order is input order, for every format, whatever the batching', async (t) => {
