@@ -8,7 +8,9 @@ import {
   COL, META, SCHEMA_VERSION, entropyColumn, isUnscoredPosition, lossMeanColumn, logprobColumn, scoreSchema, selectFields, IGNORE_INDEX,
 } from '../schemas/contract.js';
 import { decodeTable, sha256, type OutputFormat } from '../stages/write.js';
-import { readShard } from '../stages/read.js';
+import { readShard, type ShardOpener } from '../stages/read.js';
+import { isS3Uri, openerFor } from './output.js';
+import type { S3Options } from './s3.js';
 import { LAYOUT, dataPath, partName, rejectsPath, shardKey, unitName, type CompletionRecord } from './units.js';
 import { LocalStore, type OutputStore } from './store.js';
 import { ConfigError } from './errors.js';
@@ -36,6 +38,8 @@ export interface VerifyOptions {
   /** Findings kept per (check, file); the rest are counted in `suppressed`. */
   maxPerFileCheck?: number;
   progress?: boolean;
+  /** Settings for s3:// inputs (the output store is passed to verifyOutput). */
+  s3?: S3Options;
 }
 
 export interface VerifyReport {
@@ -254,7 +258,8 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
     // ---- inputs: every input record accounted for ----
     if (opts.inputs !== false) {
       const resolve = (source: string) => (opts.inputsBase && !isAbsolute(source) && !source.includes('://') ? join(opts.inputsBase, source) : source);
-      const reachable = (p: string) => existsSync(p) && statSync(p).isFile();
+      // s3:// inputs are read through the S3 opener (a missing key is then a read error, reported per shard).
+      const reachable = (p: string) => isS3Uri(p) || (existsSync(p) && statSync(p).isFile());
       const sources = [...shards.keys()];
       const unreachable = sources.filter((src) => !reachable(resolve(src)));
       report.inputs.unreachable = unreachable;
@@ -265,7 +270,7 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
         const bytesBySource = new Map(inputList.map((i) => [i.source, i.bytes]));
         for (const s of shards.values()) {
           if (unreachable.includes(s.source)) continue;
-          await checkInput(resolve(s.source), s, config, bytesBySource.get(s.source), f);
+          await checkInput(resolve(s.source), s, config, bytesBySource.get(s.source), f, await openerFor(s.source, opts.s3));
           report.inputs.checked.push(s.source);
         }
       }
@@ -661,8 +666,8 @@ async function checkRejects(store: OutputStore, rec: CompletionRecord, f: Findin
 }
 
 /** Re-read an input shard: every record must be one scored row (same id) or one reject, and nothing else. */
-async function checkInput(path: string, shard: ShardSeen, config: RunIdentityView, bytesAtScoring: number | undefined, f: Findings): Promise<void> {
-  const size = statSync(path).size;
+async function checkInput(path: string, shard: ShardSeen, config: RunIdentityView, bytesAtScoring: number | undefined, f: Findings, opener: ShardOpener): Promise<void> {
+  const size = (await opener.blob(path)).size; // local file or s3:// object (a HEAD request)
   if (bytesAtScoring !== undefined && size !== bytesAtScoring) {
     f.error('input-changed', shard.source, `input is ${size} bytes now, ${bytesAtScoring} when it was scored (manifest.json): it changed after scoring`);
   }
@@ -674,7 +679,7 @@ async function checkInput(path: string, shard: ShardSeen, config: RunIdentityVie
   }
   const inDoneUnit = (row: number) => doneParts.has(Math.floor(row / config.unit_docs));
   let count = 0;
-  for await (const item of readShard(path, { textField: config.text_field, idField: config.id_field ?? undefined })) {
+  for await (const item of readShard(path, { textField: config.text_field, idField: config.id_field ?? undefined }, opener)) {
     count++;
     if (item.kind === 'doc') {
       const { row, id } = item.doc;

@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { verifyOutput, type Finding, type VerifyReport } from '../../pipeline/verify.js';
-import { EXIT } from '../../pipeline/errors.js';
+import { ConfigError, EXIT } from '../../pipeline/errors.js';
+import { openOutputStore } from '../../pipeline/output.js';
 
 interface VerifyArgs {
   output: string;
@@ -9,6 +10,7 @@ interface VerifyArgs {
   'max-per-file': number;
   json: boolean;
   progress: boolean;
+  's3-endpoint'?: string;
 }
 
 export const verifyCommand: CommandModule<object, VerifyArgs> = {
@@ -16,20 +18,29 @@ export const verifyCommand: CommandModule<object, VerifyArgs> = {
   describe: 'Check an output dir: files against completion records, the output contract row by row, and every input document accounted for',
   builder: (y) =>
     y
-      .positional('output', { type: 'string', demandOption: true, describe: 'Output dir written by rho score' })
+      .positional('output', { type: 'string', demandOption: true, describe: 'Output dir (or s3://bucket/prefix) written by rho score' })
       .option('inputs', { type: 'boolean', describe: 'Re-read the input shards and check every record is scored or rejected exactly once (default: on when all inputs are reachable; --no-inputs to skip)' })
       .option('inputs-base', { type: 'string', describe: 'Directory that relative input paths are resolved against (the directory rho score ran in; default: the current one)' })
       .option('max-per-file', { type: 'number', default: 20, describe: 'Findings listed per check and file; the rest are counted' })
       .option('json', { type: 'boolean', default: false, describe: 'Print the report as JSON on stdout' })
       .option('progress', { type: 'boolean', default: true, describe: 'Progress line on stderr (--no-progress to silence)' })
+      .option('s3-endpoint', { type: 'string', describe: 'Endpoint of an S3-compatible store, for an s3:// output and s3:// inputs' })
       .epilogue(`Exit codes: 0 clean (warnings allowed); ${EXIT.verifyFailed} problems found; ${EXIT.config} not a rho output dir.`) as never,
   handler: async (args) => {
+    const s3 = args['s3-endpoint'] ? { endpoint: args['s3-endpoint'] } : {};
+    let store;
+    try {
+      store = await openOutputStore(args.output, s3);
+    } catch (e) {
+      throw new ConfigError((e as Error).message);
+    }
     const report = await verifyOutput(args.output, {
       inputs: args.inputs ?? 'auto',
       inputsBase: args['inputs-base'],
       maxPerFileCheck: args['max-per-file'],
       progress: args.progress,
-    });
+      s3,
+    }, store);
     process.stdout.write(args.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report));
     if (!report.ok) process.exitCode = EXIT.verifyFailed;
   },

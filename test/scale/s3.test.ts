@@ -264,6 +264,13 @@ test('rho score reads shards from a bucket (glob) and writes results to a bucket
   const st = await rho(['status', 's3://rho-out/cli-run', '--s3-endpoint', g.endpoint, '--json'], g.env);
   t.is(st.code, 0, st.stderr);
   t.true(JSON.parse(st.stdout).complete);
+  // rho verify works on the bucket itself, inputs (also in a bucket) re-read and accounted for.
+  const v = await rho(['verify', 's3://rho-out/cli-run', '--s3-endpoint', g.endpoint, '--inputs', '--json', '--no-progress'], g.env);
+  t.is(v.code, 0, v.stdout + v.stderr);
+  const report = JSON.parse(v.stdout);
+  t.true(report.ok);
+  t.true(report.inputs.checked.length >= 3, JSON.stringify(report.inputs));
+  t.true(report.inputs.checked.every((s: string) => s.startsWith('s3://')));
 });
 
 test('rho score through injected S3 faults (503 SlowDown, resets, lost answers, cut bodies) completes with nothing lost or duplicated', async (t) => {
