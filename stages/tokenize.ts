@@ -58,12 +58,19 @@ export class TextTokenizer {
   async encode(docs: Document[]): Promise<TokenizedDocument[]> {
     if (docs.length === 0) return [];
     const encodings = await this.tok.encodeBatch(docs.map((d) => d.text));
+    const eos = this.appendEos ? 1 : 0;
+    const ids = encodings.map((e) => e.getIds());
+    // One allocation per chunk, a view per document: a typed array per document cost ~15 µs each here.
+    let total = 0;
+    for (const x of ids) total += x.length + eos;
+    const all = new Int32Array(total);
+    let off = 0;
     return docs.map((d, i) => {
-      const ids = encodings[i].getIds();
-      const n = ids.length + (this.appendEos ? 1 : 0);
-      const tokenIds = new Int32Array(n);
-      tokenIds.set(ids); // one native copy, not a JS loop
-      if (this.appendEos) tokenIds[n - 1] = this.info.eosId!;
+      const n = ids[i].length + eos;
+      const tokenIds = all.subarray(off, off + n);
+      tokenIds.set(ids[i]);
+      if (eos) tokenIds[n - 1] = this.info.eosId!;
+      off += n;
       return { ...d, docSeq: d.docSeq ?? i, tokenIds };
     });
   }
