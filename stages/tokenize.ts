@@ -5,6 +5,13 @@ import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import type { Document, TokenizedDocument } from '../pipeline/types.js';
+import { byteSpans, codePointByteOffsets, tokenByteLengths, type ByteSpans } from './spans.js';
+
+/** A document's tokens with their UTF-8 byte spans (cross-tokenizer scoring). */
+export interface SpannedTokens {
+  tokenIds: Int32Array;
+  spans: ByteSpans;
+}
 
 export interface TokenizerInfo {
   path: string;
@@ -20,6 +27,7 @@ export class TextTokenizer {
   readonly info: TokenizerInfo;
   private readonly tok: Tokenizer;
   private readonly appendEos: boolean;
+  private byteLengths: Int32Array | null = null;
 
   private constructor(tok: Tokenizer, info: TokenizerInfo, appendEos: boolean) {
     this.tok = tok;
@@ -72,6 +80,35 @@ export class TextTokenizer {
       if (eos) tokenIds[n - 1] = this.info.eosId!;
       off += n;
       return { ...d, docSeq: d.docSeq ?? i, tokenIds };
+    });
+  }
+
+  /**
+   * Tokenize texts with one batch call and derive each token's UTF-8 byte span (stages/spans.ts); the ids are
+   * the same as encode()'s, EOS appended when asked (an empty span at the end of the text). `cpBytes` may give
+   * each text's code-point → byte prefix table when the caller already has it.
+   */
+  async encodeSpans(texts: string[], cpBytes?: Int32Array[]): Promise<SpannedTokens[]> {
+    if (texts.length === 0) return [];
+    this.byteLengths ??= tokenByteLengths(JSON.parse(readFileSync(this.info.path, 'utf8')));
+    const encodings = await this.tok.encodeBatch(texts);
+    const eos = this.appendEos ? 1 : 0;
+    return encodings.map((enc, i) => {
+      const ids = enc.getIds();
+      const cpb = cpBytes?.[i] ?? codePointByteOffsets(texts[i]);
+      const spans = byteSpans(ids, enc.getOffsets(), cpb, this.byteLengths!);
+      if (!eos) return { tokenIds: Int32Array.from(ids), spans };
+      const n = ids.length + 1;
+      const tokenIds = new Int32Array(n);
+      tokenIds.set(ids);
+      tokenIds[n - 1] = this.info.eosId!;
+      const nBytes = cpb[cpb.length - 1];
+      const start = new Int32Array(n);
+      const end = new Int32Array(n);
+      start.set(spans.start);
+      end.set(spans.end);
+      start[n - 1] = end[n - 1] = nBytes;
+      return { tokenIds, spans: { start, end } };
     });
   }
 
