@@ -27,6 +27,7 @@ import { crashPoint } from './crashpoints.js';
 import { RHO_VERSION } from './version.js';
 import { buildManifest, readCompletionRecords, type Manifest } from './manifest.js';
 import type { Document, Rejected, ScoredDocument, TokenizedDocument, WindowSpec } from './types.js';
+import { CrossTokenizerModels, PROJECTION_RULE, resolveModelTokenizers } from './cross-tokenizer.js';
 
 export interface ModelSpec {
   name: string;
@@ -36,6 +37,8 @@ export interface ModelSpec {
 export interface ScoreConfig {
   models: ModelSpec[];
   tokenizer: string;
+  /** --model-tokenizer NAME=PATH: model NAME reads the text with its own tokenizer; its scores are projected onto the trainer's tokens. */
+  modelTokenizers?: ModelSpec[];
   inputs: string[];
   output: string;
   textField: string;
@@ -102,6 +105,8 @@ export interface RunIdentity {
   id_field: string | null;
   unit_docs: number;
   format: OutputFormat;
+  /** Only when some model has its own tokenizer (absent otherwise, so existing identities are unchanged). */
+  model_tokenizers?: { name: string; sha256: string; projection: string }[];
 }
 
 interface DocState {
@@ -191,6 +196,15 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   }
 
   const tokenizerSha = await fileSha256(cfg.tokenizer);
+  let modelTokenizers: Map<string, { path: string; sha256: string }>;
+  try {
+    modelTokenizers = await resolveModelTokenizers(cfg.modelTokenizers ?? [], prepared.map((p) => p.name), tokenizerSha, fileSha256);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  if (modelTokenizers.size > 0 && cfg.entropy) throw new ConfigError('--entropy with --model-tokenizer: the entropy of another tokenizer\'s next-token distribution has no meaning on the trainer\'s tokens; score entropy in a separate run');
+  const projected = new Set(modelTokenizers.keys());
+  const primaryModels = prepared.filter((p) => !projected.has(p.name));
   const identity: RunIdentity = {
     schema_version: SCHEMA_VERSION,
     models: prepared.map((p) => ({ name: p.name, sha256: p.sha256 })),
@@ -204,6 +218,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     unit_docs: cfg.unitDocs,
     format: cfg.format,
   };
+  if (projected.size > 0) identity.model_tokenizers = [...modelTokenizers].map(([name, t]) => ({ name, sha256: t.sha256, projection: PROJECTION_RULE }));
   const identityJson = JSON.stringify(identity, null, 2);
   const configSha = sha256(new TextEncoder().encode(identityJson));
   await claimOutputDir(store, identityJson, cfg.overwrite);
@@ -214,9 +229,21 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
 
   const deviceIds = cfg.device === 'cpu' ? [undefined] : (cfg.devices?.length ? cfg.devices : [cfg.deviceId ?? 0]);
   const scorers: Scorer[] = [];
+  let cross: CrossTokenizerModels | null = null;
+  // Projected scores arrive per document and tokenizer group (set once `docs` exists, below).
+  let onProjected: (docSeq: number, scores: Map<string, { logprob: Float32Array; nativeSum: number }>) => void = () => {};
+  let onCrossError: (e: unknown) => void = () => {};
   try {
-    for (const deviceId of deviceIds) {
-      scorers.push(await Scorer.open({ models: prepared, device: cfg.device, deviceId, intraOpThreads: cfg.threads ?? defaultThreads(cfg.device), tokenizerVocabSize: tokenizer.info.vocabSize }));
+    for (const deviceId of primaryModels.length ? deviceIds : []) {
+      scorers.push(await Scorer.open({ models: primaryModels, device: cfg.device, deviceId, intraOpThreads: cfg.threads ?? defaultThreads(cfg.device), tokenizerVocabSize: tokenizer.info.vocabSize }));
+    }
+    if (projected.size > 0) {
+      cross = await CrossTokenizerModels.open({
+        models: prepared.filter((p) => projected.has(p.name)).map((model) => ({ model, tokenizerPath: modelTokenizers.get(model.name)!.path })),
+        primary: tokenizer, appendEos: cfg.appendEos, spec, batchTokens: cfg.batchTokens, device: cfg.device, deviceIds,
+        intraOpThreads: cfg.threads ?? defaultThreads(cfg.device),
+        onDocument: (seq, s) => onProjected(seq, s), onError: (e) => onCrossError(e),
+      });
     }
   } catch (e) {
     await Promise.all(scorers.map((x) => x.close()));
@@ -229,7 +256,13 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const provenance = new Map<string, string>([
     [META.schemaVersion, String(SCHEMA_VERSION)],
     [META.rhoVersion, RHO_VERSION],
-    [META.models, JSON.stringify(prepared.map((p) => ({ name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData })))],
+    [META.models, JSON.stringify(prepared.map((p) => ({
+      name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData,
+      // Only in runs with --model-tokenizer: each model's tokenizer and how its scores reach the trainer's tokens.
+      ...(projected.size > 0 ? modelTokenizers.has(p.name)
+        ? { tokenizer: modelTokenizers.get(p.name), projection: PROJECTION_RULE }
+        : { tokenizer: { path: cfg.tokenizer, sha256: tokenizerSha }, projection: null } : {}),
+    })))],
     [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, sha256: tokenizerSha })],
     [META.context, String(spec.contextTokens)],
     [META.stride, String(spec.strideTokens)],
@@ -258,6 +291,12 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   let writeChain: Promise<void> = Promise.resolve();
 
   const fail = (e: unknown) => { failure ??= e instanceof Error ? e : new Error(String(e)); };
+  onCrossError = fail;
+  onProjected = (seq, projectedScores) => {
+    const st = docs.get(seq)!;
+    for (const [name, p] of projectedScores) st.scores.set(name, p);
+    if (--st.pendingWindows === 0) finishDoc(st);
+  };
 
   const maybeWrite = (u: UnitState) => {
     if (!u.closed || u.pendingDocs > 0 || u.writing) return;
@@ -289,7 +328,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     meta.set(META.inputs, JSON.stringify([{ source: shard.source, bytes: shard.bytes }]));
     meta.set(META.unit, JSON.stringify({ source: u.id.source, part: u.id.part, first_row: u.firstRow, rows: u.items.length }));
     meta.set(META.all, combinedProvenance(meta));
-    const bytes = encodeTable(scoredTable(scored, modelNames, cfg.entropy, spec, meta), cfg.format);
+    const bytes = encodeTable(scoredTable(scored, modelNames, cfg.entropy, spec, meta, projected), cfg.format);
     const file = dataPath(u.id, cfg.format, cfg.partitionBy === 'shard');
     await store.writeAtomic(file, bytes);
     crashPoint('unit-data-written');
@@ -361,11 +400,12 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       for (const name of modelNames) {
         scores.set(name, { logprob: new Float32Array(doc.tokenIds.length).fill(NaN), entropy: cfg.entropy ? new Float32Array(doc.tokenIds.length).fill(NaN) : undefined });
       }
-      const windows = planWindows(doc.docSeq, doc.tokenIds.length, spec);
-      const st: DocState = { doc, scores, pendingWindows: windows.length, unit };
+      const windows = primaryModels.length ? planWindows(doc.docSeq, doc.tokenIds.length, spec) : [];
+      // A document also waits for each tokenizer group of projected models (cross-tokenizer.ts).
+      const st: DocState = { doc, scores, pendingWindows: windows.length + (cross?.groupCount ?? 0), unit };
       slot.item.st = st;
       docs.set(doc.docSeq, st);
-      if (windows.length === 0) {
+      if (st.pendingWindows === 0) {
         finishDoc(st);
         continue;
       }
@@ -389,7 +429,9 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
         chunk = [];
         chunkSlots = [];
         chunkChars = 0;
-        await addTokenized(await tokenizer.encode(c), cs);
+        const tokenized = await tokenizer.encode(c);
+        await addTokenized(tokenized, cs);
+        if (cross) await cross.add(tokenized);
         crashPoint('tokenized');
       };
       const closeBefore = async (part: number) => {
@@ -451,6 +493,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       shardBytesRead = 0;
     }
     await dispatch(pool.flush());
+    if (cross) await cross.drain();
     while (inflight.size > 0) await Promise.race(inflight);
     await writeChain;
     if (failure) throw failure;
@@ -463,6 +506,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     claims.stopRenewal();
     progress.stop();
     await Promise.all(scorers.map((x) => x.close()));
+    await cross?.close();
   }
 
   const manifest = await buildManifest(store, {

@@ -76,6 +76,9 @@ export interface ModelBatchScores {
 
 /** A fully scored document, ready to write. Arrays are aligned with tokenIds. */
 export interface ScoredDocument extends TokenizedDocument {
-  /** Per model name: logprob per token. Positions where the window rule gives no context hold NaN and are written as null. */
-  scores: Map<string, { logprob: Float32Array; entropy?: Float32Array }>;
+  /**
+   * Per model name: logprob per token. Positions where the window rule gives no context hold NaN and are written
+   * as null. A projected model (own tokenizer) has NaN where nothing was projected, and `nativeSum` (NaN: none).
+   */
+  scores: Map<string, { logprob: Float32Array; entropy?: Float32Array; nativeSum?: number }>;
 }

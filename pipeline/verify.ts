@@ -6,6 +6,7 @@ import { isAbsolute, join } from 'node:path';
 import type { Data, Field, Schema, Table } from 'apache-arrow';
 import {
   COL, META, SCHEMA_VERSION, entropyColumn, isUnscoredPosition, lossMeanColumn, logprobColumn, scoreSchema, selectFields, IGNORE_INDEX,
+  nativeSumColumn, NATIVE_SUM_TOLERANCE,
 } from '../schemas/contract.js';
 import { decodeTable, sha256, type OutputFormat } from '../stages/write.js';
 import { readShard, type ShardOpener } from '../stages/read.js';
@@ -65,7 +66,11 @@ interface RunIdentityView {
   id_field: string | null;
   unit_docs: number;
   format: OutputFormat;
+  /** Models with their own tokenizer (--model-tokenizer): projected columns, checked by mass conservation. */
+  model_tokenizers?: { name: string; sha256: string; projection: string }[];
 }
+
+const projectedModels = (config: RunIdentityView): Set<string> => new Set((config.model_tokenizers ?? []).map((m) => m.name));
 
 /** Float tolerance: values are float32; a log-prob can only exceed 0 by rounding. */
 const LOGPROB_MAX = 1e-4;
@@ -421,7 +426,7 @@ function checkMetadata(rel: string, schema: Schema, rec: CompletionRecord, confi
 
 /** Contract columns and types; returns false when the rows cannot be checked. */
 function checkSchema(rel: string, schema: Schema, config: RunIdentityView, f: Findings): boolean {
-  const expected = scoreSchema(config.models.map((m) => m.name), { entropy: config.entropy });
+  const expected = scoreSchema(config.models.map((m) => m.name), { entropy: config.entropy, projected: projectedModels(config) });
   const optional = new Map(selectFields().map((x) => [x.name, x]));
   const have = new Map(schema.fields.map((x) => [x.name, x]));
   let ok = true;
@@ -489,6 +494,7 @@ function checkRows(rel: string, table: Table, rec: CompletionRecord, config: Run
   const C = config.context;
   const S = config.stride;
   const models = config.models.map((m) => m.name);
+  const projected = projectedModels(config);
   const lastRow = rec.first_row + rec.docs_in - 1;
   let prevRow = -1;
   let tokens = 0;
@@ -501,10 +507,10 @@ function checkRows(rel: string, table: Table, rec: CompletionRecord, config: Run
     const rows = col(COL.row)!;
     const tok = col(COL.tokenIds)!;
     const nTok = col(COL.nTokens)!;
-    const lists: { name: string; data: Data; kind: 'logprob' | 'entropy' }[] = [];
+    const lists: { name: string; data: Data; kind: 'logprob' | 'entropy'; projected: boolean }[] = [];
     for (const m of models) {
-      lists.push({ name: logprobColumn(m), data: col(logprobColumn(m))!, kind: 'logprob' });
-      if (config.entropy) lists.push({ name: entropyColumn(m), data: col(entropyColumn(m))!, kind: 'entropy' });
+      lists.push({ name: logprobColumn(m), data: col(logprobColumn(m))!, kind: 'logprob', projected: projected.has(m) });
+      if (config.entropy) lists.push({ name: entropyColumn(m), data: col(entropyColumn(m))!, kind: 'entropy', projected: false });
     }
     const mask = col(COL.selectMask);
     const labels = col(COL.labels);
@@ -541,6 +547,18 @@ function checkRows(rel: string, table: Table, rec: CompletionRecord, config: Run
           if (isValid(child, j)) { sum -= vals[j]; count++; }
         }
         if (m === models[0]) scoredTokens += count;
+        if (projected.has(m)) {
+          // Mass conservation of the projection: Σ projected = Σ of the model's own log-probs (stored per document).
+          const ns = col(nativeSumColumn(m))!;
+          const field = nativeSumColumn(m);
+          if (!isValid(ns, i)) {
+            if (count > 0) f.error('conservation', rel, `${field} is null but ${count} tokens of ${logprobColumn(m)} carry projected values`, { row, field });
+          } else {
+            const native = (ns.values as Float64Array)[i];
+            const diff = Math.abs(-sum - native);
+            if (!(diff <= NATIVE_SUM_TOLERANCE)) f.error('conservation', rel, `Σ ${logprobColumn(m)} = ${-sum} but ${field} = ${native}: the projection lost or added ${diff.toExponential(3)} nats (tolerance ${NATIVE_SUM_TOLERANCE})`, { row, field });
+          }
+        }
         const lmCol = col(lossMeanColumn(m))!;
         const lmValid = isValid(lmCol, i);
         const lm = (lmCol.values as Float32Array)[i];
@@ -569,7 +587,8 @@ function checkRows(rel: string, table: Table, rec: CompletionRecord, config: Run
         for (let p = 0; p < n; p++) {
           const j = off[i] + p;
           const valid = isValid(child, j);
-          const unscored = isUnscoredPosition(p, C, S);
+          // A projected column's nulls follow its own tokens' windows, not the trainer's: conservation checks it.
+          const unscored = l.projected ? !valid : isUnscoredPosition(p, C, S);
           if (valid && unscored) {
             f.error('window-nulls', rel, `position ${p} has a value (${vals[j]}) but the window rule (C=${C}, S=${S}) gives it no context: it must be null`, { row, field: l.name });
             break;

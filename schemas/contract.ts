@@ -1,6 +1,6 @@
 // The output contract, schema version 1 (ARCHITECTURE.md section 3). Defined once: the writer, `verify`,
 // `select`, `stats` and the tests import it. Changing a name or type here changes the public contract.
-import { Bool, Field, Float32, Int32, Int64, List, Schema, Utf8, type DataType } from 'apache-arrow';
+import { Bool, Field, Float32, Float64, Int32, Int64, List, Schema, Utf8, type DataType } from 'apache-arrow';
 
 export const SCHEMA_VERSION = 1;
 
@@ -23,6 +23,16 @@ export const logprobColumn = (model: string): string => `${model}_logprob`;
 export const entropyColumn = (model: string): string => `${model}_entropy`;
 /** `<model>_loss_mean`: mean of -logprob over the document's scored (non-null) tokens; null when none. */
 export const lossMeanColumn = (model: string): string => `${model}_loss_mean`;
+
+/**
+ * `<model>_native_sum` (float64, optional: only for a model with its own tokenizer, --model-tokenizer): the sum
+ * of the model's non-null log-probs over its OWN tokens. `<model>_logprob` then holds those log-probs projected
+ * onto the trainer's tokens (docs/cross-tokenizer.md), and the sum of its non-null values equals this
+ * (|difference| <= NATIVE_SUM_TOLERANCE nats; checked by `rho verify`). Null when the model scored no token.
+ */
+export const nativeSumColumn = (model: string): string => `${model}_native_sum`;
+/** Mass conservation tolerance of a projected column, nats per document. */
+export const NATIVE_SUM_TOLERANCE = 1e-3;
 
 /** The ignore index of PyTorch / Hugging Face losses, written in `labels` where a token is not selected. */
 export const IGNORE_INDEX = -100;
@@ -73,7 +83,7 @@ export function combinedProvenance(meta: Map<string, string>): string {
 const listOf = (t: DataType, nullable: boolean) => new List(new Field('item', t, nullable));
 
 /** Arrow schema of per-document score output for the given model names. */
-export function scoreSchema(models: readonly string[], opts: { entropy: boolean }, metadata?: Map<string, string>): Schema {
+export function scoreSchema(models: readonly string[], opts: { entropy: boolean; projected?: ReadonlySet<string> }, metadata?: Map<string, string>): Schema {
   const fields: Field[] = [
     new Field(COL.id, new Utf8(), false),
     new Field(COL.source, new Utf8(), false),
@@ -86,6 +96,8 @@ export function scoreSchema(models: readonly string[], opts: { entropy: boolean 
   }
   fields.push(new Field(COL.nTokens, new Int32(), false));
   for (const m of models) fields.push(new Field(lossMeanColumn(m), new Float32(), true));
+  // Added at the end, and only for projected models: outputs without --model-tokenizer are unchanged.
+  for (const m of models) if (opts.projected?.has(m)) fields.push(new Field(nativeSumColumn(m), new Float64(), true));
   return new Schema(fields, metadata);
 }
 

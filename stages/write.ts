@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import {
-  Table, RecordBatch, Struct, Field, Float32, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, Schema, type Data, type DataType,
+  Table, RecordBatch, Struct, Field, Float32, Float64, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, Schema, type Data, type DataType,
 } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
@@ -23,8 +23,8 @@ export interface WrittenFile {
 }
 
 /** Build the contract's Arrow table for a list of scored documents (in output order). */
-export function scoredTable(docs: ScoredDocument[], models: readonly string[], entropy: boolean, spec: WindowSpec, metadata: Map<string, string>): Table {
-  const schema = scoreSchema(models, { entropy }, metadata);
+export function scoredTable(docs: ScoredDocument[], models: readonly string[], entropy: boolean, spec: WindowSpec, metadata: Map<string, string>, projected: ReadonlySet<string> = new Set()): Table {
+  const schema = scoreSchema(models, { entropy, projected }, metadata);
   const rows = docs.length;
   const offsets = new Int32Array(rows + 1);
   for (let r = 0; r < rows; r++) offsets[r + 1] = offsets[r] + docs[r].tokenIds.length;
@@ -53,6 +53,10 @@ export function scoredTable(docs: ScoredDocument[], models: readonly string[], e
 
   const lossMeans = new Map<string, { values: Float32Array; valid: Uint8Array; nulls: number }>();
   for (const m of models) {
+    // A projected model's nulls are where nothing was projected (NaN), not the window rule of the trainer's tokens.
+    const own = projected.has(m) ? projectedValidity(docs, m, offsets) : null;
+    const valid = own ? own.validity : validity;
+    const nulls = own ? own.nullCount : nullCount;
     const lp = new Float32Array(total);
     const ent = entropy ? new Float32Array(total) : null;
     const means = new Float32Array(rows);
@@ -67,7 +71,7 @@ export function scoredTable(docs: ScoredDocument[], models: readonly string[], e
       let count = 0;
       for (let i = 0; i < n; i++) {
         const at = base + i;
-        if (validity[at >> 3] & (1 << (at & 7))) {
+        if (valid[at >> 3] & (1 << (at & 7))) {
           const v = s.logprob[i];
           lp[at] = v;
           sum -= v;
@@ -80,8 +84,8 @@ export function scoredTable(docs: ScoredDocument[], models: readonly string[], e
         meanValid[r >> 3] |= 1 << (r & 7);
       } else meanNulls++;
     }
-    children.push(listData(new Float32(), true, offsets, makeData({ type: new Float32(), length: total, nullCount, nullBitmap: validity, data: lp })));
-    if (ent) children.push(listData(new Float32(), true, offsets, makeData({ type: new Float32(), length: total, nullCount, nullBitmap: validity, data: ent })));
+    children.push(listData(new Float32(), true, offsets, makeData({ type: new Float32(), length: total, nullCount: nulls, nullBitmap: valid, data: lp })));
+    if (ent) children.push(listData(new Float32(), true, offsets, makeData({ type: new Float32(), length: total, nullCount: nulls, nullBitmap: valid, data: ent })));
     lossMeans.set(m, { values: means, valid: meanValid, nulls: meanNulls });
   }
   children.push(makeData({ type: new Int32(), length: rows, data: Int32Array.from(docs, (d) => d.tokenIds.length) }));
@@ -89,7 +93,38 @@ export function scoredTable(docs: ScoredDocument[], models: readonly string[], e
     const lm = lossMeans.get(m)!;
     children.push(makeData({ type: new Float32(), length: rows, nullCount: lm.nulls, nullBitmap: lm.nulls ? lm.valid : null, data: lm.values }));
   }
+  for (const m of models) {
+    if (!projected.has(m)) continue;
+    const sums = new Float64Array(rows);
+    const ok = new Uint8Array((rows + 7) >> 3);
+    let sumNulls = 0;
+    for (let r = 0; r < rows; r++) {
+      const v = docs[r].scores.get(m)!.nativeSum;
+      if (v === undefined || Number.isNaN(v)) sumNulls++;
+      else {
+        sums[r] = v;
+        ok[r >> 3] |= 1 << (r & 7);
+      }
+    }
+    children.push(makeData({ type: new Float64(), length: rows, nullCount: sumNulls, nullBitmap: sumNulls ? ok : null, data: sums }));
+  }
   return tableFromChildren(schema, rows, children);
+}
+
+/** Validity of a projected model's values: valid where a value was projected (not NaN). */
+function projectedValidity(docs: ScoredDocument[], model: string, offsets: Int32Array): { validity: Uint8Array; nullCount: number } {
+  const total = offsets[offsets.length - 1];
+  const validity = new Uint8Array((total + 7) >> 3);
+  let nullCount = 0;
+  docs.forEach((d, r) => {
+    const lp = d.scores.get(model)!.logprob;
+    for (let i = 0; i < d.tokenIds.length; i++) {
+      const at = offsets[r] + i;
+      if (Number.isNaN(lp[i])) nullCount++;
+      else validity[at >> 3] |= 1 << (at & 7);
+    }
+  });
+  return { validity, nullCount };
 }
 
 export function listData<T extends DataType>(itemType: T, itemNullable: boolean, valueOffsets: Int32Array, child: Data<T>): Data {

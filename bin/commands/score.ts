@@ -9,6 +9,7 @@ interface ScoreArgs {
   model: string[];
   'model-name': string;
   tokenizer: string;
+  'model-tokenizer'?: string[];
   input: string[];
   output: string;
   'text-field': string;
@@ -47,6 +48,15 @@ export function parseModels(values: string[], defaultName: string): ModelSpec[] 
   });
 }
 
+/** `--model-tokenizer NAME=PATH`, repeatable. */
+export function parseModelTokenizers(values: string[]): ModelSpec[] {
+  return values.map((v) => {
+    const eq = v.indexOf('=');
+    if (eq <= 0) throw new ConfigError(`--model-tokenizer ${v}: expected NAME=PATH (NAME is a --model name)`);
+    return { name: v.slice(0, eq), path: v.slice(eq + 1) };
+  });
+}
+
 export const scoreCommand: CommandModule<object, ScoreArgs> = {
   command: 'score',
   describe: 'Score every token of text shards with ONNX reference model(s); write per-token log-probs as Parquet/Arrow',
@@ -56,6 +66,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('model', { type: 'string', array: true, demandOption: true, describe: 'ONNX causal LM (HF/optimum export with a `logits` output). Repeat as NAME=PATH to score with several models in one pass (e.g. ref=a.onnx base=b.onnx)' })
       .option('model-name', { type: 'string', default: 'ref', describe: 'Column prefix for a single unnamed --model: writes <name>_logprob' })
       .option('tokenizer', { type: 'string', demandOption: true, describe: 'Hugging Face tokenizer.json (its post-processor decides BOS/EOS, as tokenizer(text) does)' })
+      .option('model-tokenizer', { type: 'string', array: true, describe: 'NAME=PATH: model NAME reads the text with its own tokenizer.json, in its own windows; its log-probs are projected onto the --tokenizer\'s tokens by byte overlap and <NAME>_native_sum is written (docs/cross-tokenizer.md). Repeatable' })
       .option('input', { type: 'string', array: true, demandOption: true, describe: 'Input shards or globs: .jsonl/.ndjson (plain, .gz, .zst), .parquet, .arrow/.ipc' })
       .option('output', { type: 'string', demandOption: true, describe: 'Output dir: <shard>/part-NNNNN.parquet, manifest.json, _rho/ (completion records, rejects)' })
       .option('text-field', { type: 'string', default: 'text', describe: 'Field/column holding the document text' })
@@ -99,6 +110,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         s3: args['s3-endpoint'] ? { endpoint: args['s3-endpoint'] } : {},
         models: parseModels(args.model, args['model-name']),
         tokenizer: args.tokenizer,
+        modelTokenizers: parseModelTokenizers(args['model-tokenizer'] ?? []),
         inputs: args.input,
         output: args.output,
         textField: args['text-field'],
