@@ -80,7 +80,7 @@ export interface RunSummary {
   output: string;
   manifest: Manifest;
   /** This run only (units skipped because they were already done are not counted here). */
-  run: { units_written: number; units_skipped: number; units_other_rank: number; units_claimed_elsewhere: number; docs_in: number; scored: number; rejected: number; tokens: number; scored_tokens: number; wall_seconds: number; tokens_per_second: number; padding_fraction: number };
+  run: { units_written: number; units_skipped: number; units_other_rank: number; units_claimed_elsewhere: number; docs_in: number; scored: number; rejected: number; tokens: number; scored_tokens: number; wall_seconds: number; tokens_per_second: number; padding_fraction: number; cross_tokenizer?: { projection_seconds: number; tokenize_seconds: number } };
 }
 
 export const DEFAULT_CACHE_DIR = process.env.RHO_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'rho');
@@ -523,6 +523,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     manifest,
     run: { ...run, wall_seconds: wall, tokens_per_second: run.scored_tokens / wall, padding_fraction: paddedPositions ? 1 - realPositions / paddedPositions : 0 },
   };
+  // Only with --model-tokenizer: the cost of the second tokenization (with byte spans) and of the projection.
+  if (cross) summary.run.cross_tokenizer = { projection_seconds: cross.projectSeconds, tokenize_seconds: cross.tokenizeSeconds };
   const t = manifest.totals;
   if (t.docs_in > 0 && t.rejected / t.docs_in > cfg.maxRejectRatio) {
     throw Object.assign(new RejectRatioError(`${t.rejected} of ${t.docs_in} input documents were rejected (${((t.rejected / t.docs_in) * 100).toFixed(2)}% > --max-reject-ratio ${cfg.maxRejectRatio}); see ${cfg.output}/${LAYOUT.rejectsDir}/`), { summary });

@@ -26,6 +26,10 @@ mode, corpus, heldout, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.a
 ratio = float(sys.argv[6]) if len(sys.argv) > 6 else 0.6
 assert mode in ('causal', 'slm'), mode
 torch.set_num_threads(int(os.environ.get('TOY_THREADS', '1')))
+# Cross-tokenizer extension (cross.sh): seed, score column and run folder; the defaults are the original run's.
+SEED = int(os.environ.get('TOY_SEED', '1'))
+REF_COLUMN = os.environ.get('TOY_REF_COLUMN', 'ref_logprob')
+RUN_NAME = os.environ.get('TOY_RUN_NAME', mode)
 B, L, LOG_EVERY, N_CKPT = 8, 64, 10, 8
 
 ds = MemmapDataset(corpus, seq_len=L, include_next=True)  # 65 tokens: inputs [:-1], targets [1:]
@@ -50,16 +54,16 @@ def heldout_ce():
     return torch.cat(out)
 
 
-torch.manual_seed(1)
+torch.manual_seed(SEED)
 model = TinyLlama()
 opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.01)
 sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-3, total_steps=steps, pct_start=0.1)
-order_gen = torch.Generator().manual_seed(1234)
+order_gen = torch.Generator().manual_seed(1234 + SEED - 1)
 order, at = torch.randperm(len(ds), generator=order_gen), 0
 pos = torch.arange(L)[None, :].expand(B, L)
 am = torch.ones(B, L, dtype=torch.int64)
 ckpt_steps = sorted({round(i * steps / N_CKPT) for i in range(N_CKPT + 1)})
-run_dir = os.path.join(out, mode)
+run_dir = os.path.join(out, RUN_NAME)
 os.makedirs(run_dir, exist_ok=True)
 log = {'mode': mode, 'ratio': ratio, 'steps': steps, 'batch': B, 'seq_len': L, 'kinds': kinds, 'sequences': len(ds),
        'tokens_per_step': B * L, 'log': [], 'checkpoints': []}
@@ -77,7 +81,7 @@ for step in range(steps + 1):
     items = [ds[int(i)] for i in order[at:at + B]]
     at += B
     x = torch.stack([it['input_ids'] for it in items])
-    ref = torch.stack([it['ref_logprob'] for it in items])[:, 1:]
+    ref = torch.stack([it[REF_COLUMN] for it in items])[:, 1:]
     doc = torch.stack([it['doc_index'] for it in items])[:, 1:]
     logits = model(x[:, :-1], am, pos)
     y = x[:, 1:]
