@@ -294,7 +294,11 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   onCrossError = fail;
   onProjected = (seq, projectedScores) => {
     const st = docs.get(seq)!;
-    for (const [name, p] of projectedScores) st.scores.set(name, p);
+    for (const [name, p] of projectedScores) {
+      st.scores.set(name, p);
+      // The progress line counts scored tokens of the primary windows; with only projected models, count these.
+      if (primaryModels.length === 0 && name === modelNames[0]) for (const v of p.logprob) if (!Number.isNaN(v)) live.tokens++;
+    }
     if (--st.pendingWindows === 0) finishDoc(st);
   };
 

