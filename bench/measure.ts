@@ -16,8 +16,8 @@ import { planWindows } from '../stages/window.js';
 import { WindowPool, buildBatch, paddingFraction, type BatchPlan } from '../stages/batch.js';
 import { feeds, type WorkerModel } from '../stages/score-worker.js';
 import { prepareModel } from '../model/prepare.js';
-import { runScore } from '../pipeline/score-job.js';
-import type { Batch, Document, TokenizedDocument } from '../pipeline/types.js';
+import { runScore } from '../pipeline/jobs/score.js';
+import type { Batch, Document, TokenizedDocument } from '../schemas/types.js';
 
 export interface MeasureArgs {
   mode: 'score' | 'bare' | 'ingraph' | 'logits' | 'tokenize' | 'dump';

@@ -1,7 +1,7 @@
 // Batch formation: windows are pooled, sorted by length and cut into padded batches under a token budget
 // (rows * width <= batchTokens), so that padding stays small. Output order does not depend on this: the
 // pipeline reassembles documents by docSeq.
-import type { Batch, Window } from '../pipeline/types.js';
+import type { Batch, Window } from '../schemas/types.js';
 
 export interface BatchPlan {
   windows: Window[];

@@ -2,7 +2,7 @@
 // score() may be called again before an earlier call resolved; requests queue in the worker so the model stays busy.
 
 import { Worker } from 'node:worker_threads';
-import type { Batch, ModelBatchScores } from '../pipeline/types.js';
+import type { Batch, ModelBatchScores } from '../schemas/types.js';
 import type { PreparedModel } from '../model/prepare.js';
 import type { WorkerModel, WorkerReply, WorkerRequest, WorkerScores } from './score-worker.js';
 

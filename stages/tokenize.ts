@@ -4,7 +4,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import type { Document, TokenizedDocument } from '../pipeline/types.js';
+import type { Document, TokenizedDocument } from '../schemas/types.js';
 
 export interface TokenizerInfo {
   path: string;

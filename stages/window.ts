@@ -1,6 +1,6 @@
 // Window planning: which slices of a document are fed to the model, and which tokens each slice scores.
 // Pure planning, no model: kept apart from doing (STYLE.md, hyparquet).
-import type { Window, WindowSpec } from '../pipeline/types.js';
+import type { Window, WindowSpec } from '../schemas/types.js';
 
 export function validateWindowSpec(spec: WindowSpec): void {
   const { contextTokens: C, strideTokens: S } = spec;

@@ -1,17 +1,14 @@
 // Writer: scored documents → Arrow table in the contract's schema → Parquet (zstd, bounded row groups) or
-// Arrow IPC (uncompressed: apache-arrow 21.2's compressed IPC is unreadable by other tools). Files are
-// written atomically: temp name, fsync, rename, fsync of the directory.
+// Arrow IPC (uncompressed: apache-arrow 21.2's compressed IPC is unreadable by other tools). Bytes only: where
+// they go (atomically) is the store's business (pipeline/io).
 import { createHash } from 'node:crypto';
-import { mkdirSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
 import {
   Table, RecordBatch, Struct, Field, Float32, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, Schema, type Data, type DataType,
 } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
 import { sortParquetKeyValueMetadata } from './parquet-footer.js';
-import { crashPoint } from '../pipeline/crashpoints.js';
-import type { ScoredDocument, WindowSpec } from '../pipeline/types.js';
+import type { ScoredDocument, WindowSpec } from '../schemas/types.js';
 
 export type OutputFormat = 'parquet' | 'arrow';
 
@@ -130,26 +127,3 @@ export function decodeTable(bytes: Uint8Array, format: OutputFormat): Table {
 export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
-
-/** Write bytes to `path` atomically: a reader sees the old file, no file, or the whole new file. */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.${Date.now().toString(36)}.tmp`;
-  const fd = openSync(tmp, 'w');
-  try {
-    let off = 0;
-    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
-    fsyncSync(fd);
-    crashPoint('write-temp');
-  } catch (e) {
-    closeSync(fd);
-    try { unlinkSync(tmp); } catch { /* already gone */ }
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
-  crashPoint('write-renamed');
-  const dfd = openSync(dirname(path), 'r');
-  try { fsyncSync(dfd); } finally { closeSync(dfd); }
-}
-

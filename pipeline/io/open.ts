@@ -1,7 +1,7 @@
 // Where a URI's bytes live: local paths and s3:// URIs, for outputs (OutputStore) and inputs (ShardOpener).
 // The S3 side is loaded only when an s3:// URI is used, so local runs never load the AWS SDK.
-import { localFiles, type ShardOpener } from '../stages/read.js';
-import { LocalStore, type OutputStore } from './store.js';
+import { localFiles, type ShardOpener } from '../../stages/read.js';
+import { LocalStore, type OutputStore } from './local.js';
 import type { S3Options } from './s3.js';
 
 export const isS3Uri = (s: string): boolean => /^s3:\/\//i.test(s);

@@ -6,16 +6,16 @@ import { isAbsolute, join } from 'node:path';
 import type { Data, Field, Schema, Table } from 'apache-arrow';
 import {
   COL, META, SCHEMA_VERSION, entropyColumn, isUnscoredPosition, lossMeanColumn, logprobColumn, scoreSchema, selectFields, IGNORE_INDEX,
-} from '../schemas/contract.js';
-import { decodeTable, sha256, type OutputFormat } from '../stages/write.js';
-import { readShard, type ShardOpener } from '../stages/read.js';
-import { isS3Uri, openerFor } from './output.js';
-import type { S3Options } from './s3.js';
-import { LAYOUT, dataPath, partName, rejectsPath, shardKey, unitName, type CompletionRecord } from './units.js';
-import { LocalStore, type OutputStore } from './store.js';
-import { ConfigError } from './errors.js';
-import { Progress } from './progress.js';
-import type { Manifest } from './manifest.js';
+} from '../../../schemas/contract.js';
+import { decodeTable, sha256, type OutputFormat } from '../../../stages/write.js';
+import { readShard, type ShardOpener } from '../../../stages/read.js';
+import { isS3Uri, openerFor } from '../../io/open.js';
+import type { S3Options } from '../../io/s3.js';
+import { LAYOUT, dataPath, partName, rejectsPath, shardKey, unitName, type CompletionRecord } from '../../../schemas/layout.js';
+import { LocalStore, type OutputStore } from '../../io/local.js';
+import { ConfigError } from '../../../schemas/errors.js';
+import { Progress } from '../../run/progress.js';
+import type { Manifest } from '../../run/manifest.js';
 
 export type Severity = 'error' | 'warning';
 
