@@ -38,7 +38,7 @@ export interface MeasureArgs {
   reps?: number;
 }
 
-// Same tokenize chunks as pipeline/score-job.ts and the same pooling (WindowPool from stages/batch.ts), so the
+// Same tokenize chunks as the score job's tokenize stage (stages/tokenize.ts) and the same pooling (WindowPool from stages/batch.ts), so the
 // bare loop runs exactly the batches rho forms.
 const TOKENIZE_CHUNK_DOCS = 256;
 

@@ -8,7 +8,9 @@ import {
 import * as pq from 'parquet-wasm';
 import { scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
 import { sortParquetKeyValueMetadata } from './parquet-footer.js';
-import type { ScoredDocument, WindowSpec } from '../schemas/types.js';
+import type { EncodedUnit, Rejected, ScoredDocument, UnitRecords, UnitRef, WindowSpec } from '../schemas/types.js';
+import { dataPath } from '../schemas/layout.js';
+import { stage, type Stage } from './stage.js';
 
 export type OutputFormat = 'parquet' | 'arrow';
 
@@ -126,4 +128,45 @@ export function decodeTable(bytes: Uint8Array, format: OutputFormat): Table {
 
 export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
+}
+
+export interface WriteStageOptions {
+  models: readonly string[];
+  entropy: boolean;
+  spec: WindowSpec;
+  format: OutputFormat;
+  /** Hive-style `shard=<key>/` folders. */
+  hive?: boolean;
+  /** Key-value metadata of a unit's file (provenance plus rho.unit), given the unit and its record count. */
+  metadata(unit: UnitRef, records: number): Map<string, string>;
+}
+
+/**
+ * The write stage: a whole unit → the bytes of its data file (Parquet or Arrow, the contract's schema) and its
+ * counts. Bytes only: the executor writes them (atomically) with the unit's rejects and completion record.
+ */
+export function writeStage(opts: WriteStageOptions): Stage<UnitRecords<ScoredDocument>, EncodedUnit> {
+  return stage('write', async function* (input) {
+    for await (const u of input) yield encodeUnit(u, opts);
+  });
+}
+
+export function encodeUnit(u: UnitRecords<ScoredDocument>, opts: WriteStageOptions): EncodedUnit {
+  const scored: ScoredDocument[] = [];
+  const rejects: Rejected[] = [];
+  let scoredTokens = 0;
+  let tokens = 0;
+  for (const r of u.records) {
+    if (r.kind === 'reject') { rejects.push(r.reject); continue; }
+    scored.push(r.doc);
+    tokens += r.doc.tokenIds.length;
+    const lp = r.doc.scores.get(opts.models[0])!.logprob;
+    for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) scoredTokens++;
+  }
+  const table = scoredTable(scored, opts.models, opts.entropy, opts.spec, opts.metadata(u.unit, u.records.length));
+  const bytes = encodeTable(table, opts.format);
+  return {
+    unit: u.unit, file: dataPath(u.unit, opts.format, opts.hive), bytes, records: u.records.length, scored: scored.length,
+    rejects, tokens, scoredTokens,
+  };
 }

@@ -1,7 +1,8 @@
 // Where outputs live. Two-method-style interface (hyparquet's habit): the pipeline only writes whole files
 // atomically, reads them back, lists a prefix and creates a file only if absent (claims). Local disk here;
 // an object store implements the same calls.
-import { mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { crashPoint } from '../../schemas/crashpoints.js';
 import type { OutputStore } from '../../schemas/store.js';
@@ -118,4 +119,12 @@ export class LocalStore implements OutputStore {
       throw new Error(`output dir ${this.root} is not writable (${(e as Error).message}); choose another --output or fix its permissions`);
     }
   }
+}
+
+/** sha256 of a local file, streamed. */
+export function fileSha256(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path).on('data', (c) => h.update(c)).on('error', reject).on('end', () => resolve(h.digest('hex')));
+  });
 }
