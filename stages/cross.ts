@@ -1,16 +1,17 @@
-// Cross-tokenizer scoring for the score job (--model-tokenizer NAME=PATH): a model with its own tokenizer
-// reads each document in its own tokens and its own windows (the window rule counted in its tokens), on its
-// own scorer; when all of a document's windows are back, its log-probs are projected onto the trainer's
-// (primary tokenizer's) tokens by byte overlap (stages/project.ts). The score job only hands documents in
-// and receives projected scores back; everything else is here.
-import { TextTokenizer, type SpannedTokens } from '../stages/tokenize.js';
-import { planWindows } from '../stages/window.js';
-import { WindowPool, buildBatch, type BatchPlan } from '../stages/batch.js';
-import { Scorer } from '../stages/score.js';
-import { projectLogprobs, PROJECTION_RULE } from '../stages/project.js';
-import { codePointByteOffsets, type ByteSpans } from '../stages/spans.js';
+// The cross-tokenizer stage (--model-tokenizer NAME=PATH): a model with its own tokenizer reads each document
+// in its own tokens and its own windows (the window rule counted in its tokens), on its own scorer; when all
+// of a document's windows are back, its log-probs are projected onto the trainer's (primary tokenizer's)
+// tokens by byte overlap (stages/project.ts). Documents come in assembled (the primary models' scores done)
+// and leave with the projected models' scores added, in completion order; rejects and unit ends pass on.
+import { TextTokenizer, type SpannedTokens } from './tokenize.js';
+import { planWindows } from './window.js';
+import { WindowPool, buildBatch, type BatchPlan } from './batch.js';
+import { OnnxScorer as Scorer } from './score.js';
+import { projectLogprobs, PROJECTION_RULE } from './project.js';
+import { codePointByteOffsets, type ByteSpans } from './spans.js';
+import { stage, type Stage } from './stage.js';
 import type { PreparedModel } from '../model/prepare.js';
-import type { TokenizedDocument, WindowSpec } from './types.js';
+import type { Flow, ScoredDocument, TokenizedDocument, WindowSpec } from '../schemas/types.js';
 
 export { PROJECTION_RULE };
 
@@ -30,9 +31,15 @@ export interface CrossTokenizerOptions {
   device: 'cpu' | 'cuda' | 'webgpu';
   deviceIds: (number | undefined)[];
   intraOpThreads?: number;
-  /** Called once per document and tokenizer group, with the projected scores of that group's models. */
-  onDocument: (docSeq: number, scores: Map<string, ProjectedScores>) => void;
-  onError: (e: unknown) => void;
+}
+
+type OnDocument = (docSeq: number, scores: Map<string, ProjectedScores>) => void;
+type OnError = (e: unknown) => void;
+
+/** Where a group reports: once per document with its models' projected scores, or a failure. */
+interface Listener {
+  onDocument: OnDocument;
+  onError: OnError;
 }
 
 interface GroupDoc {
@@ -57,6 +64,7 @@ class TokenizerGroup {
     private readonly scorers: Scorer[],
     private readonly pool: WindowPool,
     private readonly opts: CrossTokenizerOptions,
+    private readonly listener: Listener,
   ) {
     this.busy = new Map(scorers.map((s) => [s, 0]));
   }
@@ -103,7 +111,7 @@ class TokenizerGroup {
           }
           if (--gd.pendingWindows === 0) this.finish(w.docSeq, gd);
         });
-      }).catch(this.opts.onError).finally(() => {
+      }).catch((e) => this.listener.onError(e)).finally(() => {
         this.inflight.delete(p);
         this.busy.set(scorer, this.busy.get(scorer)! - 1);
       });
@@ -122,7 +130,7 @@ class TokenizerGroup {
       out.set(name, { logprob: p.logprob, nativeSum: any ? p.nativeSum : Number.NaN });
     }
     this.projectSeconds += (performance.now() - t0) / 1000;
-    this.opts.onDocument(docSeq, out);
+    this.listener.onDocument(docSeq, out);
   }
 
   async close(): Promise<void> {
@@ -131,7 +139,13 @@ class TokenizerGroup {
 }
 
 export class CrossTokenizerModels {
-  private constructor(private readonly groups: TokenizerGroup[], private readonly primary: TextTokenizer) {}
+  private constructor(private readonly groups: TokenizerGroup[], private readonly primary: TextTokenizer, private readonly listener: Listener) {}
+
+  /** Set where projected scores and failures go (the stage does, before the first document). */
+  listen(onDocument: OnDocument, onError: OnError): void {
+    this.listener.onDocument = onDocument;
+    this.listener.onError = onError;
+  }
 
   /** Number of onDocument calls each document gets (one per tokenizer group). */
   get groupCount(): number {
@@ -155,6 +169,7 @@ export class CrossTokenizerModels {
     const byPath = new Map<string, PreparedModel[]>();
     for (const { model, tokenizerPath } of opts.models) byPath.set(tokenizerPath, [...(byPath.get(tokenizerPath) ?? []), model]);
     const groups: TokenizerGroup[] = [];
+    const listener: Listener = { onDocument: () => { throw new Error('internal: cross-tokenizer scores with no listener'); }, onError: () => undefined };
     try {
       for (const [path, models] of byPath) {
         let tok: TextTokenizer;
@@ -172,13 +187,13 @@ export class CrossTokenizerModels {
           await Promise.all(scorers.map((s) => s.close()));
           throw e;
         }
-        groups.push(new TokenizerGroup(tok, models, scorers, new WindowPool(opts.batchTokens, opts.spec.contextTokens), opts));
+        groups.push(new TokenizerGroup(tok, models, scorers, new WindowPool(opts.batchTokens, opts.spec.contextTokens), opts, listener));
       }
     } catch (e) {
       await Promise.all(groups.map((g) => g.close()));
       throw e;
     }
-    return new CrossTokenizerModels(groups, opts.primary);
+    return new CrossTokenizerModels(groups, opts.primary, listener);
   }
 
   /** Hand in a chunk of tokenized documents (the trainer's tokens); scores come back through onDocument. */
@@ -232,4 +247,49 @@ export async function resolveModelTokenizers(
     if (sha !== primarySha256) out.set(s.name, { path: s.path, sha256: sha });
   }
   return out;
+}
+
+/**
+ * The stage: documents are handed to the projected models in chunks (one tokenizer batch call each) and leave
+ * once every tokenizer group has projected its scores onto them. Counter `projected_docs`.
+ */
+export function crossTokenizerStage(cross: CrossTokenizerModels, opts: { chunkDocs?: number } = {}): Stage<Flow<ScoredDocument>, Flow<ScoredDocument>> {
+  const chunkDocs = opts.chunkDocs ?? 256;
+  return stage('cross-tokenizer', async function* (input, ctx) {
+    const waiting = new Map<number, { item: Extract<Flow<ScoredDocument>, { kind: 'doc' }>; groups: number }>();
+    const ready: Flow<ScoredDocument>[] = [];
+    let failure: unknown = null;
+    cross.listen(
+      (docSeq, scores) => {
+        const w = waiting.get(docSeq)!;
+        for (const [name, p] of scores) w.item.doc.scores.set(name, p);
+        if (--w.groups === 0) {
+          waiting.delete(docSeq);
+          ready.push(w.item);
+        }
+      },
+      (e) => { failure ??= e; },
+    );
+    const c = ctx.stats.counters;
+    c.projected_docs = 0;
+    let chunk: Extract<Flow<ScoredDocument>, { kind: 'doc' }>[] = [];
+    const flush = async () => {
+      const docs = chunk;
+      chunk = [];
+      for (const it of docs) waiting.set(it.doc.docSeq, { item: it, groups: cross.groupCount });
+      await cross.add(docs.map((it) => it.doc));
+    };
+    for await (const it of input) {
+      if (it.kind !== 'doc') { yield it; continue; }
+      chunk.push(it);
+      if (chunk.length >= chunkDocs) await flush();
+      if (failure) throw failure;
+      while (ready.length) { c.projected_docs++; yield ready.shift()!; }
+    }
+    await flush();
+    await cross.drain();
+    if (failure) throw failure;
+    while (ready.length) { c.projected_docs++; yield ready.shift()!; }
+    if (waiting.size > 0) throw new Error(`internal: ${waiting.size} documents still wait for projected scores at the end of the input`);
+  });
 }
