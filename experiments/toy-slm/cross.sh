@@ -6,7 +6,8 @@
 #         family and id space, so the same tiny model code fits it; different segmentation almost everywhere)
 # rho scores both in one pass, xref with --model-tokenizer (projected onto the trainees' tokens). For each seed:
 # plain causal LM, SLM with ref, SLM with xref. Writes results-cross.json and prints the table.
-# Run: bash experiments/toy-slm/cross.sh   (SEEDS="1 2 3", WORK=dir; needs what run.sh needs)
+# Run: bash experiments/toy-slm/cross.sh   (SEEDS="1 2 3", PARALLEL=2 trainees at a time, WORK=dir to keep or resume;
+# a rerun with the same WORK skips what exists: scores, and any trainee whose folder exists (delete a partial one))
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -17,6 +18,7 @@ STEPS=${STEPS:-500}
 RATIO=${RATIO:-0.6}
 SEEDS=${SEEDS:-"1 2 3"}
 XMERGES=${XMERGES:-300}
+PARALLEL=${PARALLEL:-2}
 TOK="$ROOT/fixtures/tokenizer/tokenizer.json"
 TOKB="$WORK/xref-tokenizer.json"
 RHO="$ROOT/bin/rho"
@@ -46,6 +48,7 @@ wait $P1; wait $P2
 
 echo "== rho score (ref on the trainees' tokens, xref on its own, projected) + rho export" >&2
 for set in corpus heldout; do
+  [ -f "$WORK/memmap-$set/header.json" ] && continue
   "$RHO" score --model "ref=$WORK/ref/model.onnx" --model "xref=$WORK/xref/model.onnx" --model-tokenizer "xref=$TOKB" \
     --tokenizer "$TOK" --input "$WORK/data/$set.jsonl" --output "$WORK/score-$set" --id-field id --context 128 --stride 64 \
     --cache-dir "$WORK/cache" --no-progress --overwrite >&2
@@ -54,19 +57,23 @@ for set in corpus heldout; do
   "$RHO" export "$WORK/score-$set" --format memmap --output "$WORK/memmap-$set" --no-progress >&2
 done
 
-echo "== trainees: causal, SLM with ref, SLM with xref, seeds $SEEDS (two at a time, one core each)" >&2
+echo "== trainees: causal, SLM with ref, SLM with xref, seeds $SEEDS ($PARALLEL at a time, one core each)" >&2
 jobs_run=()
 for seed in $SEEDS; do
   for run in causal slm-ref slm-xref; do
     mode=${run%%-*}; col=ref_logprob; [ "$run" = slm-xref ] && col=xref_logprob
-    [ -f "$WORK/runs/$run-s$seed/train_log.json" ] && continue
+    [ -d "$WORK/runs/$run-s$seed" ] && continue
     TOY_SEED=$seed TOY_REF_COLUMN=$col TOY_RUN_NAME=$run-s$seed \
       "$PY" "$HERE/train_lm.py" "$mode" "$WORK/memmap-corpus" "$WORK/memmap-heldout" "$WORK/runs" "$STEPS" "$RATIO" &
     jobs_run+=($!)
-    if [ ${#jobs_run[@]} -ge 2 ]; then wait "${jobs_run[0]}"; jobs_run=("${jobs_run[@]:1}"); fi
+    if [ ${#jobs_run[@]} -ge "$PARALLEL" ]; then wait "${jobs_run[0]}"; jobs_run=("${jobs_run[@]:1}"); fi
   done
 done
 for p in "${jobs_run[@]}"; do wait "$p"; done
+# Trainees of an earlier invocation may still be running: wait for every train_log.json.
+for seed in $SEEDS; do for run in causal slm-ref slm-xref; do
+  while [ ! -f "$WORK/runs/$run-s$seed/train_log.json" ]; do sleep 10; done
+done; done
 
 echo "== evaluate" >&2
 "$PY" "$HERE/evaluate_cross.py" "$WORK/runs" "$WORK/memmap-heldout" "$HERE/results-cross.json" "$SEEDS" "$XMERGES" "$((SECONDS - T0))"
