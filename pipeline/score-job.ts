@@ -13,7 +13,8 @@ import { WindowPool, buildBatch, type BatchPlan } from '../stages/batch.js';
 import { Scorer } from '../stages/score.js';
 import { scoredTable, encodeTable, sha256, type OutputFormat } from '../stages/write.js';
 import { prepareModel, type PreparedModel } from '../model/prepare.js';
-import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, combinedProvenance } from '../schemas/contract.js';
+import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, provenanceViews, resolvedPath } from '../schemas/contract.js';
+import { DEFAULT_SCORE_DTYPE, SCORE_DTYPES, isScoreDtype, type ScoreDtype } from '../schemas/score-dtype.js';
 import { resolveInputs, type InputShard } from './inputs.js';
 import type { OutputStore } from './store.js';
 import { LAYOUT, dataPath, donePath, rejectsPath, unitName, type CompletionRecord, type UnitId } from './units.js';
@@ -51,6 +52,8 @@ export interface ScoreConfig {
   appendEos: boolean;
   eosToken?: string;
   entropy: boolean;
+  /** How per-token scores are stored (default float32; schemas/score-dtype.ts). */
+  scoreDtype?: ScoreDtype;
   /** Documents per work unit (output file / completion record). */
   unitDocs: number;
   maxRejectRatio: number;
@@ -102,6 +105,8 @@ export interface RunIdentity {
   id_field: string | null;
   unit_docs: number;
   format: OutputFormat;
+  /** Present only when not float32, so float32 dirs written before the option existed stay resumable. */
+  score_dtype?: ScoreDtype;
 }
 
 interface DocState {
@@ -204,6 +209,9 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     unit_docs: cfg.unitDocs,
     format: cfg.format,
   };
+  const scoreDtype = cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE;
+  if (!isScoreDtype(scoreDtype)) throw new ConfigError(`--score-dtype must be one of ${SCORE_DTYPES.join(', ')} (got ${String(scoreDtype)})`);
+  if (scoreDtype !== DEFAULT_SCORE_DTYPE) identity.score_dtype = scoreDtype;
   const identityJson = JSON.stringify(identity, null, 2);
   const configSha = sha256(new TextEncoder().encode(identityJson));
   await claimOutputDir(store, identityJson, cfg.overwrite);
@@ -229,8 +237,10 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const provenance = new Map<string, string>([
     [META.schemaVersion, String(SCHEMA_VERSION)],
     [META.rhoVersion, RHO_VERSION],
-    [META.models, JSON.stringify(prepared.map((p) => ({ name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData })))],
-    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, sha256: tokenizerSha })],
+    // Paths as given (what the user typed, portable across machines) and resolved (where they were).
+    [META.models, JSON.stringify(prepared.map((p, i) => ({ name: p.name, path: cfg.models[i].path, resolved_path: p.sourcePath, sha256: p.sha256, external_data: p.externalData })))],
+    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, resolved_path: resolvedPath(cfg.tokenizer), sha256: tokenizerSha })],
+    [META.scoreDtype, scoreDtype],
     [META.context, String(spec.contextTokens)],
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
@@ -288,8 +298,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     const shard = shards.find((s) => s.source === u.id.source)!;
     meta.set(META.inputs, JSON.stringify([{ source: shard.source, bytes: shard.bytes }]));
     meta.set(META.unit, JSON.stringify({ source: u.id.source, part: u.id.part, first_row: u.firstRow, rows: u.items.length }));
-    meta.set(META.all, combinedProvenance(meta));
-    const bytes = encodeTable(scoredTable(scored, modelNames, cfg.entropy, spec, meta), cfg.format);
+    const bytes = encodeTable(scoredTable(scored, modelNames, cfg.entropy, spec, provenanceViews(meta).keyValues, scoreDtype), cfg.format);
     const file = dataPath(u.id, cfg.format, cfg.partitionBy === 'shard');
     await store.writeAtomic(file, bytes);
     crashPoint('unit-data-written');

@@ -7,6 +7,7 @@ import type { Data, Field, Schema, Table } from 'apache-arrow';
 import {
   COL, META, SCHEMA_VERSION, entropyColumn, isUnscoredPosition, lossMeanColumn, logprobColumn, scoreSchema, selectFields, IGNORE_INDEX,
 } from '../schemas/contract.js';
+import { SCORE_DTYPE_ERROR, floatValues, type ScoreDtype } from '../schemas/score-dtype.js';
 import { decodeTable, sha256, type OutputFormat } from '../stages/write.js';
 import { readShard, type ShardOpener } from '../stages/read.js';
 import { isS3Uri, openerFor } from './output.js';
@@ -65,6 +66,7 @@ interface RunIdentityView {
   id_field: string | null;
   unit_docs: number;
   format: OutputFormat;
+  score_dtype?: ScoreDtype;
 }
 
 /** Float tolerance: values are float32; a log-prob can only exceed 0 by rounding. */
@@ -421,7 +423,7 @@ function checkMetadata(rel: string, schema: Schema, rec: CompletionRecord, confi
 
 /** Contract columns and types; returns false when the rows cannot be checked. */
 function checkSchema(rel: string, schema: Schema, config: RunIdentityView, f: Findings): boolean {
-  const expected = scoreSchema(config.models.map((m) => m.name), { entropy: config.entropy });
+  const expected = scoreSchema(config.models.map((m) => m.name), { entropy: config.entropy, scoreDtype: config.score_dtype });
   const optional = new Map(selectFields().map((x) => [x.name, x]));
   const have = new Map(schema.fields.map((x) => [x.name, x]));
   let ok = true;
@@ -534,7 +536,7 @@ function checkRows(rel: string, table: Table, rec: CompletionRecord, config: Run
         const lOff = lp.valueOffsets as Int32Array;
         if (lOff[i + 1] - lOff[i] !== n) continue; // reported below with the other list columns
         const child = lp.children[0];
-        const vals = child.values as Float32Array;
+        const vals = floatValues(child);
         let sum = 0;
         let count = 0;
         for (let j = lOff[i]; j < lOff[i + 1]; j++) {
@@ -551,7 +553,9 @@ function checkRows(rel: string, table: Table, rec: CompletionRecord, config: Run
           f.error('loss_mean', rel, `${field} is null but ${count} tokens are scored`, { row, field });
         } else {
           const mean = sum / count;
-          if (!(Math.abs(lm - mean) <= LOSS_MEAN_RTOL * Math.abs(mean) + 1e-6)) {
+          // loss_mean comes from the full-precision scores; the stored list may be rounded (--score-dtype).
+          const err = SCORE_DTYPE_ERROR[config.score_dtype ?? 'float32'];
+          if (!(Math.abs(lm - mean) <= (LOSS_MEAN_RTOL + err.rel) * Math.abs(mean) + 1e-6 + err.abs)) {
             f.error('loss_mean', rel, `${field} is ${lm}, the mean of -${logprobColumn(m)} over ${count} scored tokens is ${mean}`, { row, field });
           }
         }
@@ -565,7 +569,7 @@ function checkRows(rel: string, table: Table, rec: CompletionRecord, config: Run
           continue;
         }
         const child = l.data.children[0];
-        const vals = child.values as Float32Array;
+        const vals = floatValues(child);
         for (let p = 0; p < n; p++) {
           const j = off[i] + p;
           const valid = isValid(child, j);
