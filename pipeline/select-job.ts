@@ -331,7 +331,7 @@ function copyBookkeeping(set: ScoreSet, tmp: string, written: { rel: string; fro
   if (compact) {
     // Not a score dir (no completion records: rho verify and resume tools must not take it for one).
     const files = written.map((w) => ({ file: w.rel, rows: w.rows, bytes: w.bytes, sha256: w.sha256, score_file: w.from }));
-    const m = { layout: 'compact', scores: { path: set.root, resolved_path: resolvedPath(set.root) }, ...views.manifestFields, provenance: views.flat, files, selection };
+    const m = { schema_version: Number(views.flat['rho.schema_version']), layout: 'compact', scores: { path: set.root, resolved_path: resolvedPath(set.root) }, ...views.manifestFields, provenance: views.flat, files, selection };
     writeFileSync(dst(LAYOUT.manifest), JSON.stringify(m, null, 2) + '\n');
     writeFileSync(dst('_rho/select.json'), JSON.stringify(selection, null, 2) + '\n');
     return;
