@@ -15,10 +15,10 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { RecordBatch, Schema, Struct, Table, makeData, tableToIPC, DataType, type Data } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { writeCorpus } from '../corpus.js';
-import { runScore } from '../../pipeline/score-job.js';
-import { runSelect } from '../../pipeline/select-job.js';
+import { runScore } from '../../pipeline/jobs/score.js';
+import { runSelect } from '../../pipeline/jobs/select.js';
 import { decodeTable, encodeTable, scoreListData } from '../../stages/write.js';
-import { listScoreFiles, listView } from '../../pipeline/score-files.js';
+import { listScoreFiles, listView } from '../../pipeline/io/score-files.js';
 import { float16Bits, bfloat16Round, type ScoreDtype } from '../../schemas/score-dtype.js';
 import { entropyColumn, logprobColumn, provenanceViews } from '../../schemas/contract.js';
 

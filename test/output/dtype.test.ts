@@ -7,7 +7,7 @@ import pl from 'nodejs-polars';
 import { score, tmp, shardPath, dataFiles, readTable } from '../helpers.js';
 import { SCORE_DTYPE_ERROR, bfloat16Round, float16Bits, float16Table, type ScoreDtype } from '../../schemas/score-dtype.js';
 import { encodeTable, decodeTable } from '../../stages/write.js';
-import { verifyOutput } from '../../pipeline/verify.js';
+import { verifyOutput } from '../../pipeline/jobs/verify/index.js';
 
 let db: DuckDBConnection;
 const dirs = new Map<ScoreDtype, string>();
@@ -137,8 +137,8 @@ for (const d of ['float16', 'bfloat16'] as const) {
   test(`${d}: stats, report, select and export read it, and agree with the float32 run within the bound`, async (t) => {
     const { computeStats } = await import('../../inspect/stats.js');
     const { makeReport } = await import('../../inspect/report.js');
-    const { runSelect } = await import('../../pipeline/select-job.js');
-    const { runExport } = await import('../../pipeline/export-job.js');
+    const { runSelect } = await import('../../pipeline/jobs/select.js');
+    const { runExport } = await import('../../pipeline/jobs/export.js');
     const a = await computeStats(dirs.get('float32')!);
     const b = await computeStats(dirs.get(d)!);
     const ma = a.groups[0].metrics[Object.keys(a.groups[0].metrics)[0]];

@@ -5,8 +5,8 @@ import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
 import { score, tmp, shardPath, modelPath, dataFiles, readTable, TOKENIZER } from '../helpers.js';
-import { runSelect } from '../../pipeline/select-job.js';
-import { runExport } from '../../pipeline/export-job.js';
+import { runSelect } from '../../pipeline/jobs/select.js';
+import { runExport } from '../../pipeline/jobs/export.js';
 
 const dir = tmp('rho-prov-');
 const scores = join(dir, 'scores');

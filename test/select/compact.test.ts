@@ -8,8 +8,8 @@ import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { score, tmp, shardPath, modelPath, dataFiles, readTable, ROOT } from '../helpers.js';
-import { runSelect, type SelectConfig } from '../../pipeline/select-job.js';
-import { runExport } from '../../pipeline/export-job.js';
+import { runSelect, type SelectConfig } from '../../pipeline/jobs/select.js';
+import { runExport } from '../../pipeline/jobs/export.js';
 
 const run = promisify(execFile);
 // Declared before any test: ava wants every test declared synchronously after the module's top-level awaits.
