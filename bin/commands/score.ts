@@ -1,8 +1,8 @@
 import type { CommandModule } from 'yargs';
-import { runScore, DEFAULT_CACHE_DIR, type ModelSpec, type RunSummary } from '../../pipeline/jobs/score.js';
-import { ConfigError, exitCodeOf } from '../../schemas/errors.js';
+// `rho score`: parses flags and calls score() from the API (index.ts); prints its summary.
+import { score, exitCodeOf, type ScoreSummary } from '../../index.js';
+import { DEFAULT_CACHE_DIR } from '../../pipeline/jobs/score.js';
 import { fmtDuration } from '../../pipeline/run/progress.js';
-import { resolveRank } from '../../pipeline/run/rank.js';
 import { DEFAULT_LEASE_SECONDS } from '../../pipeline/run/claims.js';
 
 interface ScoreArgs {
@@ -35,16 +35,6 @@ interface ScoreArgs {
   'lease-seconds': number;
   'partition-by': 'none' | 'shard';
   's3-endpoint'?: string;
-}
-
-/** `--model PATH` (named by --model-name) or `--model NAME=PATH`, repeatable. */
-export function parseModels(values: string[], defaultName: string): ModelSpec[] {
-  return values.map((v, i) => {
-    const eq = v.indexOf('=');
-    if (eq > 0 && !v.slice(0, eq).includes('/')) return { name: v.slice(0, eq), path: v.slice(eq + 1) };
-    if (values.length > 1) throw new ConfigError(`with several --model values, name each one: --model NAME=PATH (value ${i + 1}: ${v})`);
-    return { name: defaultName, path: v };
-  });
 }
 
 export const scoreCommand: CommandModule<object, ScoreArgs> = {
@@ -83,21 +73,11 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('partition-by', { choices: ['none', 'shard'] as const, default: 'none' as const, describe: 'shard: Hive-style shard=<key>/part-NNNNN.parquet folders, one table partitioned by shard for DuckDB/Spark/Trino' })
       .option('s3-endpoint', { type: 'string', describe: 'Endpoint URL of an S3-compatible store for s3:// inputs/outputs (credentials from the standard AWS env vars/profile; env AWS_ENDPOINT_URL_S3 also works)' }) as never,
   handler: async (args) => {
-    let summary: RunSummary;
+    let summary: ScoreSummary;
     try {
-      const where = resolveRank({ rank: args.rank, worldSize: args['world-size'] });
-      const devices = args.devices === undefined ? undefined : args.devices.split(',').map((d) => {
-        if (!/^\d+$/.test(d.trim())) throw new ConfigError(`--devices: "${d}" is not a device index (expected e.g. 0,1,2,3)`);
-        return Number(d);
-      });
-      summary = await runScore({
-        rank: where.rank,
-        worldSize: where.worldSize,
-        devices,
-        leaseSeconds: args['lease-seconds'],
-        partitionBy: args['partition-by'],
-        s3: args['s3-endpoint'] ? { endpoint: args['s3-endpoint'] } : {},
-        models: parseModels(args.model, args['model-name']),
+      summary = await score({
+        models: args.model,
+        modelName: args['model-name'],
         tokenizer: args.tokenizer,
         inputs: args.input,
         output: args.output,
@@ -109,6 +89,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         format: args.format,
         device: args.device,
         deviceId: args['device-id'],
+        devices: args.devices,
         appendEos: args['append-eos'],
         eosToken: args['eos-token'],
         entropy: args.entropy,
@@ -118,9 +99,14 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         cacheDir: args['cache-dir'],
         threads: args.threads,
         progress: args.progress,
+        rank: args.rank,
+        worldSize: args['world-size'],
+        leaseSeconds: args['lease-seconds'],
+        partitionBy: args['partition-by'],
+        s3Endpoint: args['s3-endpoint'],
       });
     } catch (e) {
-      const s = (e as { summary?: RunSummary }).summary;
+      const s = (e as { summary?: ScoreSummary }).summary;
       if (s) printSummary(s, args.json);
       process.exitCode = exitCodeOf(e);
       throw e;
@@ -129,12 +115,12 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
   },
 };
 
-function printSummary(s: RunSummary, json: boolean): void {
+function printSummary(s: ScoreSummary, json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify({ output: s.output, run: s.run, totals: s.manifest.totals, shards: s.manifest.shards }) + '\n');
+    process.stdout.write(JSON.stringify(s) + '\n');
     return;
   }
-  const t = s.manifest.totals;
+  const t = s.totals;
   const r = s.run;
   const lines = [
     `rho score: wrote ${s.output}`,
@@ -145,6 +131,6 @@ function printSummary(s: RunSummary, json: boolean): void {
     `            ${r.tokens} tokens (${r.scored_tokens} scored) in ${fmtDuration(r.wall_seconds)}, ${Math.round(r.tokens_per_second)} scored tokens/s, padding ${(r.padding_fraction * 100).toFixed(1)}%`,
     `  output dir: ${t.units_done} units, ${t.docs_in} documents in = ${t.scored} scored + ${t.rejected} rejected, ${t.tokens} tokens`,
   ];
-  for (const sh of s.manifest.shards) lines.push(`    ${sh.source}: ${sh.docs_in} in = ${sh.scored} scored + ${sh.rejected} rejected, ${sh.tokens} tokens -> ${sh.key}/`);
+  for (const sh of s.shards) lines.push(`    ${sh.source}: ${sh.docs_in} in = ${sh.scored} scored + ${sh.rejected} rejected, ${sh.tokens} tokens -> ${sh.key}/`);
   process.stdout.write(lines.join('\n') + '\n');
 }

@@ -4,7 +4,7 @@
 // identity, provenance) and wires the two together.
 import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
-import { readShard } from '../../stages/read.js';
+import { readShard, readDocuments } from '../../stages/read.js';
 import { TextTokenizer, tokenizeStage } from '../../stages/tokenize.js';
 import { validateWindowSpec, windowStage } from '../../stages/window.js';
 import { batchStage } from '../../stages/batch.js';
@@ -20,7 +20,7 @@ import { crashPoint } from '../../schemas/crashpoints.js';
 import { RHO_VERSION } from '../../schemas/version.js';
 import type { OutputStore } from '../../schemas/store.js';
 import type { Manifest } from '../../schemas/manifest.js';
-import type { ScoredDocument, UnitRef, WindowSpec } from '../../schemas/types.js';
+import type { Document, DocumentSource, Flow, ScoredDocument, UnitRef, WindowSpec } from '../../schemas/types.js';
 import { resolveInputs, type InputShard } from '../io/inputs.js';
 import { openOutputStore, openerFor, countingOpener } from '../io/open.js';
 import { fileSha256 } from '../io/local.js';
@@ -39,7 +39,8 @@ export interface ModelSpec {
 export interface ScoreConfig {
   models: ModelSpec[];
   tokenizer: string;
-  inputs: string[];
+  /** Paths, globs, s3:// URIs, or document sources (rows: source = its name, row = index of the document). */
+  inputs: (string | DocumentSource)[];
   output: string;
   textField: string;
   idField?: string;
@@ -74,6 +75,10 @@ export interface ScoreConfig {
   store?: OutputStore;
   /** S3 settings for s3:// inputs and outputs (endpoint, retries). */
   s3?: S3Options;
+  /** Stages over documents between reading and tokenizing (filters, normalisers): what they drop is rejected with their reason. */
+  transforms?: Stage<Flow<Document>, Flow<Document>>[];
+  /** Scorers to use instead of onnxruntime over `models` (e.g. another backend); all must name the same models. */
+  scorers?: Scorer[];
 }
 
 export interface RunSummary {
@@ -93,6 +98,8 @@ interface ScorePlan {
   store: OutputStore;
   tokenizer: TextTokenizer;
   prepared: PreparedModel[];
+  /** Column names of the models, in order (from `models`, or from the custom scorers). */
+  models: string[];
   spec: WindowSpec;
   identityJson: string;
   configSha: string;
@@ -107,7 +114,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
   if (worldSize > 1) await checkWorldSize(plan.store, { rank, worldSize, from: 'flags' });
-  const scorers = await openScorers(cfg, plan);
+  const scorers = cfg.scorers ?? (await openScorers(cfg, plan));
 
   let stats: StageStats[] = [];
   const stat = (name: string) => stats.find((s) => s.name === name);
@@ -124,7 +131,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       return c.output;
     });
   } finally {
-    await Promise.all(scorers.map((x) => x.close()));
+    if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
   }
   const manifest = await executor.writeManifest(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
   return summarize(cfg, plan.store, executor, manifest, stats, scoringSeconds);
@@ -133,7 +140,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
 /** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], executor: Executor): Stage<any, any>[] {
-  const models = plan.prepared.map((p) => p.name);
+  const models = plan.models;
   const shardBytes = new Map(plan.shards.map((s) => [s.source, s.bytes]));
   const metadata = (unit: UnitRef, records: number) => {
     const meta = new Map(plan.provenance);
@@ -143,6 +150,7 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], execu
     return meta;
   };
   return [
+    ...(cfg.transforms ?? []),
     tokenizeStage(plan.tokenizer),
     windowStage(plan.spec),
     batchStage({ batchTokens: cfg.batchTokens, contextTokens: plan.spec.contextTokens }),
@@ -154,7 +162,9 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], execu
 }
 
 /** A shard file as an executor input: its records through the reader, bytes counted for the progress line. */
-function shardInput(shard: InputShard, cfg: ScoreConfig): ExecutorInput {
+function shardInput(shard: InputShard & { documents?: DocumentSource }, cfg: ScoreConfig): ExecutorInput {
+  const src = shard.documents;
+  if (src) return { source: shard.source, bytes: 0, read: () => readDocuments(src) };
   return {
     source: shard.source,
     bytes: shard.bytes,
@@ -167,9 +177,16 @@ function shardInput(shard: InputShard, cfg: ScoreConfig): ExecutorInput {
 
 /** Flags that are wrong whatever the inputs: checked first. */
 function checkFlags(cfg: ScoreConfig): void {
-  if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  if (cfg.scorers) {
+    if (cfg.scorers.length === 0) throw new ConfigError('scorers: give at least one scorer');
+    const names = cfg.scorers.map((x) => x.modelNames.join(','));
+    if (new Set(names).size !== 1) throw new ConfigError(`scorers name different models (${names.join(' vs ')}); every scorer must score the same models`);
+  } else if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  for (const t of cfg.transforms ?? []) {
+    if (!t || typeof t.name !== 'string' || typeof t.run !== 'function') throw new ConfigError('transforms: each entry must be a stage { name, run(input, ctx) } (see filterDocuments, mapDocuments)');
+  }
   const names = new Set<string>();
-  for (const m of cfg.models) {
+  for (const m of cfg.scorers ? cfg.scorers[0].modelNames.map((name) => ({ name })) : cfg.models) {
     if (!MODEL_NAME_PATTERN.test(m.name)) throw new ConfigError(`model name "${m.name}" must match ${MODEL_NAME_PATTERN} (it becomes the column prefix <name>_logprob)`);
     if (names.has(m.name)) throw new ConfigError(`model name "${m.name}" given twice`);
     names.add(m.name);
@@ -177,11 +194,12 @@ function checkFlags(cfg: ScoreConfig): void {
   if (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
   if (!Number.isInteger(cfg.unitDocs) || cfg.unitDocs < 1) throw new ConfigError(`--unit-docs must be a positive integer (got ${cfg.unitDocs})`);
   if (!(cfg.maxRejectRatio >= 0 && cfg.maxRejectRatio <= 1)) throw new ConfigError(`--max-reject-ratio must be in [0, 1] (got ${cfg.maxRejectRatio})`);
+  if (!Array.isArray(cfg.inputs) || cfg.inputs.length === 0) throw new ConfigError('no --input given: name at least one shard or glob');
 }
 
 /** Inputs, output store, tokenizer, models and window rule: everything that can be wrong is found here, before any work. */
 async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
-  const shards = await configStep(() => resolveInputs(cfg.inputs, cfg.s3));
+  const shards = await configStep(() => resolveAllInputs(cfg.inputs, cfg.s3));
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new ConfigError(`--world-size must be a positive integer (got ${worldSize})`);
@@ -191,7 +209,7 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
   const tokenizer = await configStep(async () => TextTokenizer.load(cfg.tokenizer, { appendEos: cfg.appendEos, eosToken: cfg.eosToken }));
   const cacheDir = cfg.cacheDir ?? DEFAULT_CACHE_DIR;
   const prepared: PreparedModel[] = [];
-  for (const m of cfg.models) {
+  for (const m of cfg.scorers ? [] : cfg.models) {
     try {
       prepared.push(await prepareModel({ path: m.path, name: m.name, cacheDir: join(cacheDir, 'models'), entropy: cfg.entropy }));
     } catch (e) {
@@ -200,18 +218,21 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
   }
   const spec = windowSpecOf(cfg, prepared);
   const tokenizerSha = await fileSha256(cfg.tokenizer);
-  const identity = runIdentity(cfg, prepared, tokenizer, tokenizerSha, spec);
+  const modelIds = cfg.scorers
+    ? cfg.scorers[0].modelNames.map((name) => ({ name, path: null, sha256: cfg.scorers![0].fingerprint ?? 'custom-scorer', external_data: false }))
+    : prepared.map((p) => ({ name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData }));
+  const identity = runIdentity(cfg, modelIds, tokenizer, tokenizerSha, spec);
   const identityJson = JSON.stringify(identity, null, 2);
   const provenance = new Map<string, string>([
     [META.schemaVersion, String(SCHEMA_VERSION)],
     [META.rhoVersion, RHO_VERSION],
-    [META.models, JSON.stringify(prepared.map((p) => ({ name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData })))],
+    [META.models, JSON.stringify(modelIds)],
     [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, sha256: tokenizerSha })],
     [META.context, String(spec.contextTokens)],
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
   ]);
-  return { shards, store, tokenizer, prepared, spec, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
+  return { shards, store, tokenizer, prepared, models: modelIds.map((m) => m.name), spec, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
 }
 
 /** Run `f`; whatever it throws is a problem with the request (exit 2). */
@@ -240,10 +261,10 @@ function windowSpecOf(cfg: ScoreConfig, prepared: PreparedModel[]): WindowSpec {
   return spec;
 }
 
-function runIdentity(cfg: ScoreConfig, prepared: PreparedModel[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
-  return {
+function runIdentity(cfg: ScoreConfig, models: { name: string; sha256: string }[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
+  const identity: RunIdentity = {
     schema_version: SCHEMA_VERSION,
-    models: prepared.map((p) => ({ name: p.name, sha256: p.sha256 })),
+    models: models.map((m) => ({ name: m.name, sha256: m.sha256 })),
     tokenizer_sha256: tokenizerSha,
     context: spec.contextTokens,
     stride: spec.strideTokens,
@@ -254,6 +275,31 @@ function runIdentity(cfg: ScoreConfig, prepared: PreparedModel[], tokenizer: Tex
     unit_docs: cfg.unitDocs,
     format: cfg.format,
   };
+  // Only when there are any, so that the identity of a run without them is what it always was.
+  if (cfg.transforms?.length) identity.transforms = cfg.transforms.map((t) => t.name);
+  return identity;
+}
+
+/**
+ * Inputs in the order given: each string through resolveInputs (globs sorted), each document source as an
+ * input of its name. A name may appear once.
+ */
+async function resolveAllInputs(entries: (string | DocumentSource)[], s3: S3Options | undefined): Promise<(InputShard & { documents?: DocumentSource })[]> {
+  const out: (InputShard & { documents?: DocumentSource })[] = [];
+  const seen = new Set<string>();
+  for (const e of entries) {
+    if (typeof e === 'string') {
+      for (const sh of await resolveInputs([e], s3)) if (!seen.has(sh.source)) { seen.add(sh.source); out.push(sh); }
+      continue;
+    }
+    if (!e || typeof e.name !== 'string' || e.name === '' || typeof e.documents !== 'function') {
+      throw new Error('inputs: an entry that is not a string must be a document source { name: string, documents(): AsyncIterable<{ id?, text }> }');
+    }
+    if (seen.has(e.name)) throw new Error(`inputs: "${e.name}" is given twice (a document source's name is its identity, like a file's path)`);
+    seen.add(e.name);
+    out.push({ source: e.name, bytes: 0, documents: e });
+  }
+  return out;
 }
 
 /** One onnxruntime scorer per device (one worker thread each). A provider that cannot load is a config error. */

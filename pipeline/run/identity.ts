@@ -18,6 +18,8 @@ export interface RunIdentity {
   id_field: string | null;
   unit_docs: number;
   format: OutputFormat;
+  /** Names of the document stages before tokenize (API only; absent when there are none). */
+  transforms?: string[];
 }
 
 /** Record the run identity in the output dir, or refuse a dir made with another one. */
