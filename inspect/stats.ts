@@ -119,8 +119,8 @@ export interface StatsOptions {
 export interface StatsHooks {
   /** Keep fine histograms (FINE_LOSS/FINE_EXCESS) for the `all` and `source` groups. */
   fine?: boolean;
-  /** More columns to read. */
-  columns?: string[];
+  /** More columns to read (given the dir's models and columns). */
+  columns?: (set: ScoreSet) => string[];
   /** Called with every batch, after the statistics took it. */
   onBatch?: (batch: RecordBatch, set: ScoreSet) => void;
 }
@@ -360,7 +360,7 @@ export async function runStats(dir: string, opts: StatsOptions = {}, hooks: Stat
   };
   const all = group('all', 'all');
 
-  const columns = [...new Set([COL.source, COL.nTokens, ...set.models.map(logprobColumn), ...(set.hasSelect ? [COL.selectMask] : []), ...by, ...(hooks.columns ?? [])])];
+  const columns = [...new Set([COL.source, COL.nTokens, ...set.models.map(logprobColumn), ...(set.hasSelect ? [COL.selectMask] : []), ...by, ...(hooks.columns?.(set) ?? [])])];
   const progress = opts.progress ? new StatsProgress(set.files.length) : null;
   let lastFile = -1;
   // Per-row scratch: this row's groups, and the value of every metric at one token (NaN = no value).
