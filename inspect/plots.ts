@@ -65,7 +65,7 @@ export class Frame {
       out.push(`<line class="grid" x1="${m.left}" y1="${y}" x2="${m.left + pw}" y2="${y}"/><text class="tick" x="${m.left - 4}" y="${(Number(y) + 3).toFixed(1)}" text-anchor="end">${esc(yFmt(v))}</text>`);
     }
     out.push(`<text class="axis-label" x="${m.left + pw / 2}" y="${this.height - 4}" text-anchor="middle">${esc(xLabel)}</text>`);
-    out.push(`<text class="axis-label" transform="translate(11 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
+    out.push(`<text class="axis-label" transform="translate(10 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(yLabel)}</text>`);
     return out.join('');
   }
 }

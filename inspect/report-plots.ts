@@ -64,11 +64,11 @@ export function histogramPlot(run: ReportRun, d: MetricDef): string {
   const side = keptSide(d.kind);
   const labels = cuts.map((c) => ({ x: 0, text: `${keepRatioLabel(c.r)}: ${side === 'at_or_below' ? '≤' : '≥'} ${c.t.toFixed(3)}` }));
   const W = 500;
-  const probe = new Frame(W, 220, { left: 52, right: 12, top: 8, bottom: 32 }, lo, hi, 0, max);
+  const probe = new Frame(W, 220, { left: 56, right: 12, top: 8, bottom: 32 }, lo, hi, 0, max);
   labels.forEach((l, i) => { l.x = probe.x(probe.clampX(cuts[i].t)); });
   const placed = placeMarkerLabels(labels, probe.m.left, W - probe.m.right);
   const top = 8 + 12 * rowsUsed(placed);
-  const f = new Frame(W, 212 + top, { left: 52, right: 12, top, bottom: 32 }, lo, hi, 0, max);
+  const f = new Frame(W, 212 + top, { left: 56, right: 12, top, bottom: 32 }, lo, hi, 0, max);
   const bw = f.pw / counts.length;
   const out: string[] = [];
   out.push(`<svg class="plot histogram" data-metric="${esc(d.name)}" data-dir="${esc(run.label)}" data-fine-lo="${h.spec.lo}" data-fine-width="${h.spec.width}" data-bin0="${b0}" data-factor="${factor}" data-below="${below}" data-above="${above}" viewBox="0 0 ${W} ${f.height}" width="${W}" height="${f.height}" role="img" aria-label="${esc(`${d.name} histogram`)}">`);
@@ -276,13 +276,13 @@ export function jointPlot(run: ReportRun): string {
 // ---- selected share per source -------------------------------------------------------------------------
 
 /** What the share bars show: the selection in select_mask, else the share the whole dir's cut keeps of each source. */
-export function shareRows(run: ReportRun): { what: string; rows: { source: string; share: number | null; kept: number | null; of: number }[] }[] {
+export function shareRows(run: ReportRun, metric?: string): { what: string; rows: { source: string; share: number | null; kept: number | null; of: number }[] }[] {
   const s = run.stats;
   const sources = s.groups.filter((g) => g.dimension === 'source');
-  if (s.has_select) {
+  if (s.has_select && metric === undefined) {
     return [{ what: 'selected (select_mask)', rows: sources.map((g) => ({ source: g.key, share: g.selected_fraction, kept: g.selected_tokens, of: g.scored_tokens })) }];
   }
-  const d = s.metrics.find((x) => x.kind === 'excess') ?? s.metrics.find((x) => x.model === s.reference)!;
+  const d = (metric !== undefined ? s.metrics.find((x) => x.name === metric) : undefined) ?? s.metrics.find((x) => x.kind === 'excess') ?? s.metrics.find((x) => x.model === s.reference)!;
   return s.ratios.map((r) => ({
     what: `${d.kind === 'excess' ? '--by excess' : '--by ref_loss'} ${keepRatioLabel(r)} over the whole dir`,
     rows: sources.map((g) => { const c = g.metrics[d.name].cuts[String(r)]; return { source: g.key, share: c.kept_share_by_dir_cut, kept: c.kept_by_dir_cut, of: g.metrics[d.name].count }; }),
@@ -381,7 +381,11 @@ export function droppedTable(run: ReportRun, decoded: Map<number, string>, top =
 export function differenceTable(a: ReportRun, b: ReportRun): string {
   const sources = [...new Set([...sourcesOf(a.stats), ...sourcesOf(b.stats)])].sort();
   const metrics = a.stats.metrics.filter((d) => b.stats.metrics.some((x) => x.name === d.name));
-  const shareOf = (r: ReportRun, src: string) => shareRows(r)[0]?.rows.find((x) => x.source === src)?.share ?? null;
+  // The same kind of share on both sides: the selections when both dirs have one, else one common metric's cut.
+  const both = a.stats.has_select && b.stats.has_select;
+  const common = metrics.find((d) => d.kind === 'excess') ?? metrics.find((d) => d.model === a.stats.reference && d.model === b.stats.reference) ?? metrics[0];
+  const pick = (r: ReportRun) => shareRows(r, both ? undefined : common?.name)[0];
+  const shareOf = (r: ReportRun, src: string) => pick(r)?.rows.find((x) => x.source === src)?.share ?? null;
   const out = ['<table class="stats diff"><thead><tr><th>source</th>'];
   for (const d of metrics) out.push(`<th>${esc(d.name)} mean A</th><th>B</th><th>B − A</th>`);
   out.push('<th>kept share A</th><th>B</th><th>B − A</th></tr></thead><tbody>');
@@ -399,8 +403,7 @@ export function differenceTable(a: ReportRun, b: ReportRun): string {
     out.push(`<td>${pct(sa)}</td><td>${pct(sb)}</td><td>${sa !== null && sb !== null ? `${((sb - sa) * 100).toFixed(1)} pts` : '-'}</td></tr>`);
   }
   out.push('</tbody></table>');
-  const what = shareRows(a)[0]?.what ?? '';
-  return out.join('') + `<p class="note">Kept share: ${esc(what)} (A) and ${esc(shareRows(b)[0]?.what ?? '')} (B).</p>`;
+  return out.join('') + `<p class="note">Kept share: ${esc(pick(a)?.what ?? '')}${common ? ` (${esc(common.name)})` : ''}, in A and in B.</p>`;
 }
 
 export function docDiffTable(a: ReportRun, b: ReportRun, model: string, top = 20): string {
