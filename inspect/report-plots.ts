@@ -91,7 +91,7 @@ export function histogramPlot(run: ReportRun, d: MetricDef): string {
   });
   out.push('</svg>');
   const note = below || above ? `<p class="note">${below} tokens below ${lo} and ${above} at or above ${hi} are outside the plot.</p>` : '';
-  return `<figure class="chart">${out.join('')}<figcaption>${esc(runName(run, `${d.name}: every scored token; shaded: the side ${cuts.length ? keepRatioLabel(cuts[0].r) : 'a cut'} keeps (rho select ${m.cuts[String(cuts[0]?.r)]?.select_args ?? ''})`))}</figcaption>${note}</figure>`;
+  return `<figure class="chart" style="width:${W}px">${out.join('')}<figcaption>${esc(runName(run, `${d.name}: every scored token; shaded: the side ${cuts.length ? keepRatioLabel(cuts[0].r) : 'a cut'} keeps (rho select ${m.cuts[String(cuts[0]?.r)]?.select_args ?? ''})`))}</figcaption>${note}</figure>`;
 }
 
 // ---- overlaid CDFs --------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ export function cdfPlot(series: CdfSeries[], xLabel: string, cls: string, cuts: 
     out.push(`<path class="cdf-line" ${s.attrs} data-n="${s.h.total}" data-points="${JSON.stringify(data)}" d="${pathOf(pts)}" stroke="${s.colour}"${s.dash ? ' stroke-dasharray="5 3"' : ''}><title>${esc(s.label)}</title></path>`);
   }
   out.push('</svg>');
-  return `<figure class="chart">${out.join('')}${legend(live.map((s) => ({ label: `${s.label} (${s.h.total})`, colour: s.colour, dash: s.dash })))}</figure>`;
+  return `<figure class="chart" style="width:${W}px">${out.join('')}${legend(live.map((s) => ({ label: `${s.label} (${s.h.total})`, colour: s.colour, dash: s.dash })))}</figure>`;
 }
 
 /** Per-source distributions of each metric, overlaid on one scale (one run: every source; two runs: A vs B). */
@@ -207,7 +207,7 @@ export function positionPlot(runs: ReportRun[]): string {
   });
   out.push('</svg>');
   const items = series.flatMap((s) => [{ label: `${s.label}: mean`, colour: s.colour, dash: s.dash }, { label: `${s.label}: p25–p75`, colour: s.colour, band: true, dash: s.dash }]);
-  return `<figure class="chart">${out.join('')}${legend(items)}<figcaption>Each token counts at its position inside the window that scored it (position 0 has no context and no score). Band: 25th to 75th percentile, to ${POSITION_LOSS.width} nats.</figcaption></figure>`;
+  return `<figure class="chart" style="width:${W}px">${out.join('')}${legend(items)}<figcaption>Each token counts at its position inside the window that scored it (position 0 has no context and no score). Band: 25th to 75th percentile, to ${POSITION_LOSS.width} nats.</figcaption></figure>`;
 }
 
 // ---- joint reference vs base loss ----------------------------------------------------------------------
@@ -270,7 +270,7 @@ export function jointPlot(run: ReportRun): string {
   out.push('</svg>');
   const keyItems = em ? s.ratios.filter((r) => em.thresholds[String(r)] !== null).map((r, i) => `<span class="key"><svg width="22" height="10" aria-hidden="true"><line x1="0" y1="5" x2="22" y2="5" class="cut-key" style="stroke-dasharray:${i ? '2 3' : '6 3'}"/></svg>--by excess ${esc(keepRatioLabel(r))}: keeps tokens above the line (${esc(J.model)} − ${esc(J.reference)} ≥ ${em.thresholds[String(r)]!.toFixed(3)})</span>`) : [];
   const outside = J.total - shown;
-  return `<figure class="chart">${out.join('')}<div class="plot-legend">${keyItems.join('')}<span class="key">grey diagonal: equal losses; colour: token count per ${fmtTick(factor * J.spec.width)}-nat cell (log scale, max ${max})</span></div>${outside ? `<p class="note">${outside} of ${J.total} tokens lie outside the plotted square.</p>` : ''}</figure>`;
+  return `<figure class="chart" style="width:${W}px">${out.join('')}<div class="plot-legend">${keyItems.join('')}<span class="key">grey diagonal: equal losses; colour: token count per ${fmtTick(factor * J.spec.width)}-nat cell (log scale, max ${max})</span></div>${outside ? `<p class="note">${outside} of ${J.total} tokens lie outside the plotted square.</p>` : ''}</figure>`;
 }
 
 // ---- selected share per source -------------------------------------------------------------------------
@@ -330,7 +330,7 @@ export function sharePlot(runs: ReportRun[]): string {
     });
   });
   out.push('</svg>');
-  return `<figure class="chart">${out.join('')}${legend(series)}</figure>`;
+  return `<figure class="chart" style="width:${W}px">${out.join('')}${legend(series)}</figure>`;
 }
 
 // ---- per-document mean loss ----------------------------------------------------------------------------

@@ -152,6 +152,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 6px;border-bot
 .meta,.def,.docmeta,.where,figcaption,.truncated,.outside,.note{color:#555;font-size:12px}
 table.stats{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:12px;margin:6px 0}
 table.stats th,table.stats td{border:1px solid #ddd;padding:2px 6px;text-align:right} table.stats td:first-child,table.stats th:first-child{text-align:left}
+table.cuts td{white-space:nowrap} table.cuts td:last-child{text-align:left}
 table.dropped td.tokstr{text-align:left;font-family:ui-monospace,"DejaVu Sans Mono",monospace;white-space:pre}
 .charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start} figure.chart{margin:0}
 svg.plot{font:10px system-ui,-apple-system,"Segoe UI",sans-serif;overflow:visible}
