@@ -5,6 +5,22 @@ import { LOSS_SCALE, EXCESS_SCALE, UNSCORED, levelOf, type ColourScale } from '.
 import type { ScoredDoc } from './documents.js';
 import type { DocText, Segment } from './segments.js';
 import { ConfigError } from '../pipeline/errors.js';
+import { SELECT_META } from '../schemas/contract.js';
+import { keptSide, metricOf, type SelectBy } from '../schemas/selection-cut.js';
+
+/**
+ * What a selected dir's select_mask means, from its `rho.select.*` metadata, in the shared cut's words:
+ * `selection: rho select --by excess --ratio 0.6 --scope document: keeps excess loss at or above the threshold`.
+ */
+export function selectionLine(meta: Map<string, string>): string | null {
+  const by = meta.get(SELECT_META.by) as SelectBy | undefined;
+  if (!by) return null;
+  const metric = metricOf(by);
+  const scope = meta.get(SELECT_META.scope) ?? '?';
+  const where = scope === 'global' ? `the threshold ${meta.get(SELECT_META.threshold)} (on select's score)` : `each ${scope === 'batch' ? 'batch\'s' : 'document\'s'} threshold`;
+  const what = keptSide(metric) === 'at_or_below' ? 'reference loss at or below' : 'excess loss at or above';
+  return `selection: rho select --by ${by} --ratio ${meta.get(SELECT_META.ratio)} --scope ${scope}: keeps ${what} ${where}`;
+}
 
 export interface HeatMetric {
   kind: 'loss' | 'excess';
@@ -50,6 +66,8 @@ export function segmentScore(seg: Segment, scores: (number | null)[]): number | 
 }
 
 export interface HeatmapView {
+  /** The selection line of a selected dir (selectionLine), shown in the header. */
+  selection?: string | null;
   doc: ScoredDoc;
   text: DocText;
   metric: HeatMetric;
@@ -86,6 +104,7 @@ function header(v: HeatmapView): string[] {
       (doc.selectMask ? `; ${doc.selectMask.filter(Boolean).length} selected` : ''),
     text.origin === 'source' ? 'text: the source row, token boundaries from the tokenizer\'s offsets' : `text: ${text.note}`,
   ];
+  if (v.selection && doc.selectMask) lines.push(v.selection);
   if (text.specials.length) {
     lines.push('special tokens: ' + text.specials.map((i) => `${v.tokenText(i)} at ${i}${v.scores[i] === null ? '' : ` (${v.scores[i]!.toFixed(2)})`}`).join(', '));
   }

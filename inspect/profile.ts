@@ -5,7 +5,8 @@
 // distinct token id (at most the vocabulary).
 import type { RecordBatch } from 'apache-arrow';
 import { COL, logprobColumn, lossMeanColumn } from '../schemas/contract.js';
-import { listView, boolListBytes, type ScoreSet } from '../pipeline/score-files.js';
+import { listView, boolListBytes, setBatches, type ScoreSet } from '../pipeline/score-files.js';
+import { onKeptSide, keptSide, selectArgs } from '../schemas/selection-cut.js';
 import { FineHistogram, FINE_LOSS, runStats, pickReference, type HistogramSpec, type StatsOptions, type StatsRun } from './stats.js';
 
 /** Loss bins of the per-position histograms (0.05 nats): quartiles are reported as the bin that holds them. */
@@ -45,8 +46,13 @@ export interface Profile {
   docMeans: Map<string, Record<string, FineHistogram>>;
   /** Every document's mean losses (only with ProfileOptions.keepDocMeans, for `report A B`). */
   docs: DocMean[] | null;
-  /** Per token id: scored occurrences and unselected ones (only when the dir has select_mask). */
+  /**
+   * Per token id: scored occurrences and unselected ones: by select_mask when the dir has one, else by the
+   * whole dir's cut at the first --ratio (see `tokensBy`).
+   */
   tokens: Map<number, { n: number; unselected: number }> | null;
+  /** What "unselected" means in `tokens`. */
+  tokensBy: string | null;
 }
 
 /** Window position of token i: i - kS, k the first window [kS, kS+C) holding it (the contract's rule). */
@@ -88,6 +94,7 @@ class Profiler {
       docMeans: new Map(),
       docs: opts.keepDocMeans ? [] : null,
       tokens: set.hasSelect ? new Map() : null,
+      tokensBy: set.hasSelect ? 'select_mask' : null,
     };
   }
 
@@ -181,5 +188,44 @@ export async function profileDir(dir: string, opts: StatsOptions & ProfileOption
     },
   });
   if (!profiler) throw new Error(`${dir}: no rows to profile`);
-  return { ...run, profile: (profiler as Profiler).profile };
+  const profile = (profiler as Profiler).profile;
+  if (!run.set.hasSelect) await tokensOutsideCut(run, profile);
+  return { ...run, profile };
+}
+
+/**
+ * Without select_mask: which tokens the whole dir's cut at the first ratio leaves out (by excess with two
+ * models, else by the reference's loss): a second pass over token ids and logprobs, the threshold from the
+ * first. Tokens tied at the threshold count as kept (select keeps the earliest of them: a few at most).
+ */
+async function tokensOutsideCut(run: StatsRun, profile: Profile): Promise<void> {
+  const s = run.stats;
+  const d = s.metrics.find((x) => x.kind === 'excess') ?? s.metrics.find((x) => x.model === s.reference);
+  const ratio = s.ratios[0];
+  const t = d && ratio !== undefined ? s.groups[0].metrics[d.name].thresholds[String(ratio)] : null;
+  if (!d || t === null || t === undefined) return;
+  const tokens = new Map<number, { n: number; unselected: number }>();
+  const cols = [COL.tokenIds, logprobColumn(d.model), ...(d.reference ? [logprobColumn(d.reference)] : [])];
+  for await (const { batch } of setBatches(run.set, cols)) {
+    const tok = listView<Int32Array>(batch, COL.tokenIds);
+    const m = listView<Float32Array>(batch, logprobColumn(d.model));
+    const r = d.reference ? listView<Float32Array>(batch, logprobColumn(d.reference)) : null;
+    for (let row = 0; row < batch.numRows; row++) {
+      const a = m.offsets[row];
+      const t0 = tok.offsets[row];
+      const r0 = r ? r.offsets[row] : 0;
+      for (let j = a; j < m.offsets[row + 1]; j++) {
+        if (!m.valid(j) || (r && !r.valid(r0 + (j - a)))) continue;
+        // The metric as stats computes it: excess = ref_logprob - model_logprob, loss = -logprob (float64).
+        const v = r ? r.values[r0 + (j - a)] - m.values[j] : -m.values[j];
+        const id = tok.values[t0 + (j - a)];
+        let c = tokens.get(id);
+        if (!c) tokens.set(id, (c = { n: 0, unselected: 0 }));
+        c.n++;
+        if (!onKeptSide(d.kind, v, t)) c.unselected++;
+      }
+    }
+  }
+  profile.tokens = tokens;
+  profile.tokensBy = `${selectArgs(d.kind, d.model, d.reference, ratio)} (no select_mask in the dir: the whole dir's cut, ${d.name} ${keptSide(d.kind) === 'at_or_below' ? '<=' : '>='} ${t.toFixed(4)}, ties kept)`;
 }

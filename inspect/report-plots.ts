@@ -366,6 +366,7 @@ export function droppedTable(run: ReportRun, decoded: Map<number, string>, top =
   const t = run.profile.tokens;
   if (!t) return '<p class="note">The dir has no select_mask: run <code>rho select</code> first to see which tokens a selection drops.</p>';
   const rows = topDropped(run, top);
+  const by = run.profile.tokensBy === 'select_mask' ? 'Unselected: by the select_mask of the dir.' : `Unselected: by ${run.profile.tokensBy}.`;
   const decode = (id: number) => decoded.get(id) ?? `#${id}`;
   const total = [...t.values()].reduce((a, c) => a + c.unselected, 0);
   const out = [`<table class="stats dropped"><thead><tr><th>#</th><th>token</th><th>id</th><th>unselected</th><th>occurrences</th><th>share unselected</th><th>share of all unselected</th></tr></thead><tbody>`];
@@ -373,7 +374,7 @@ export function droppedTable(run: ReportRun, decoded: Map<number, string>, top =
     out.push(`<tr data-token-id="${id}" data-unselected="${c.unselected}" data-n="${c.n}"><td>${i + 1}</td><td class="tokstr">${esc(JSON.stringify(decode(id)))}</td><td>${id}</td><td>${c.unselected}</td><td>${c.n}</td><td>${pct(c.unselected / c.n)}</td><td>${pct(c.unselected / total)}</td></tr>`);
   });
   out.push('</tbody></table>');
-  return out.join('');
+  return `<p class="note">${esc(by)}</p>` + out.join('');
 }
 
 // ---- A vs B --------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { ConfigError } from '../../pipeline/errors.js';
 import { openScoreSet } from '../../pipeline/score-files.js';
 import { findDocuments, loadTextContext, documentText, type DocSelector } from '../../inspect/documents.js';
-import { pickMetric, tokenScores, renderShow, heatmapJson } from '../../inspect/heatmap.js';
+import { pickMetric, tokenScores, renderShow, heatmapJson, selectionLine } from '../../inspect/heatmap.js';
 import { pickReference } from '../../inspect/stats.js';
 
 interface ShowArgs {
@@ -59,7 +59,7 @@ export const showCommand: CommandModule<object, ShowArgs> = {
     const parts: string[] = [];
     for (const doc of docs) {
       const text = await documentText(doc, ctx);
-      const view = { doc, text, metric, scores: tokenScores(doc, metric), tokenText: (i: number) => ctx.tokenizer.idToToken(doc.tokenIds[i]) ?? `#${doc.tokenIds[i]}` };
+      const view = { selection: selectionLine(set.files[0].metadata), doc, text, metric, scores: tokenScores(doc, metric), tokenText: (i: number) => ctx.tokenizer.idToToken(doc.tokenIds[i]) ?? `#${doc.tokenIds[i]}` };
       parts.push(args.json ? JSON.stringify(heatmapJson(view)) : renderShow(view, color, args.boundaries));
     }
     process.stdout.write(parts.join(args.json ? '\n' : '\n\n') + '\n');

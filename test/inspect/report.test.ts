@@ -337,6 +337,21 @@ maybe('rho report A B: two dirs overlaid, per-source and per-document difference
   });
 });
 
+test('without select_mask, the dropped-tokens table counts the tokens outside the whole dir\'s first cut', async (t) => {
+  const file = join(tmp('rho-inspect-report-nosel-'), 'r.html');
+  const r = rho(['report', out, '--out', file, '--samples', '0', '--ratio', '0.6', '--no-progress']);
+  t.is(r.status, 0, r.stderr);
+  const page = readFileSync(file, 'utf8');
+  const rows = [...page.matchAll(/<tr data-token-id="(\d+)" data-unselected="(\d+)" data-n="(\d+)">/g)].map((m) => [Number(m[1]), Number(m[2]), Number(m[3])]);
+  const st = JSON.parse(rho(['stats', out, '--json', '--ratio', '0.6', '--no-progress']).stdout) as Stats;
+  const thr = st.groups[0].metrics.excess_loss.thresholds['0.6']!;
+  const want = await duck(`WITH t AS (SELECT unnest(token_ids) AS id, unnest(ref_logprob)::DOUBLE AS r, unnest(base_logprob)::DOUBLE AS b FROM ${files(out)})
+    SELECT id, count(*) FILTER (WHERE r - b < ${thr}) AS un, count(*) AS n FROM t WHERE r IS NOT NULL GROUP BY id HAVING un > 0 ORDER BY un DESC, id ASC LIMIT 50`);
+  t.is(rows.length, 50);
+  t.deepEqual(rows, want.map((w) => [Number(w.id), Number(w.un), Number(w.n)]));
+  t.regex(page, /Unselected: by --by excess --ref ref --base base --ratio 0\.6 --scope global/);
+});
+
 test('--help and a dir without score files', (t) => {
   const h = rho(['report', '--help']);
   t.is(h.status, 0);
