@@ -5,7 +5,7 @@
 // distinct token id (at most the vocabulary).
 import type { RecordBatch } from 'apache-arrow';
 import { COL, logprobColumn, lossMeanColumn } from '../schemas/contract.js';
-import { listView, boolListBytes, setBatches, type ScoreSet } from '../pipeline/score-files.js';
+import { listView, boolListBytes, setBatches, type ScoreSet } from '../pipeline/io/score-files.js';
 import { onKeptSide, keptSide, selectArgs } from '../schemas/selection-cut.js';
 import { FineHistogram, FINE_LOSS, runStats, pickReference, type HistogramSpec, type StatsOptions, type StatsRun } from './stats.js';
 

@@ -6,7 +6,7 @@ import { QUANTILES, quantileName, type Stats, type GroupStats, type MetricDef } 
 import { fmtNum, groupLabel, cutHeader } from './stats-table.js';
 import { LOSS_SCALE, EXCESS_SCALE, UNSCORED, levelOf, type ColourScale } from './colour-scale.js';
 import { metricLabel, scaleOf, segmentScore, type HeatmapView } from './heatmap.js';
-import { RHO_VERSION } from '../pipeline/version.js';
+import { RHO_VERSION } from '../schemas/version.js';
 import { pickReference, type StatsOptions } from './stats.js';
 import { findDocuments, loadTextContext, documentText, type TextOptions } from './documents.js';
 import { pickMetric, tokenScores } from './heatmap.js';

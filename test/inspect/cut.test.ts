@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { scoredDir, rho, duck } from './_fixture.js';
 import { tmp } from '../helpers.js';
 import type { Stats } from '../../inspect/stats.js';
-import type { SelectReport } from '../../pipeline/select-job.js';
+import type { SelectReport } from '../../pipeline/jobs/select.js';
 import { keepCount, thresholdRank, keptSide } from '../../schemas/selection-cut.js';
 
 let out = '';
