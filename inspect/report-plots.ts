@@ -63,7 +63,7 @@ export function histogramPlot(run: ReportRun, d: MetricDef): string {
   const cuts = run.stats.ratios.map((r) => ({ r, t: m.thresholds[String(r)] })).filter((c) => c.t !== null) as { r: number; t: number }[];
   const side = keptSide(d.kind);
   const labels = cuts.map((c) => ({ x: 0, text: `${keepRatioLabel(c.r)}: ${side === 'at_or_below' ? '≤' : '≥'} ${c.t.toFixed(3)}` }));
-  const W = 500;
+  const W = 480;
   const probe = new Frame(W, 220, { left: 56, right: 12, top: 8, bottom: 32 }, lo, hi, 0, max);
   labels.forEach((l, i) => { l.x = probe.x(probe.clampX(cuts[i].t)); });
   const placed = placeMarkerLabels(labels, probe.m.left, W - probe.m.right);
@@ -108,7 +108,7 @@ export function cdfPlot(series: CdfSeries[], xLabel: string, cls: string, cuts: 
   const { b0, b1 } = fitBins(live.map((s) => s.h));
   const step = Math.max(1, Math.ceil((b1 - b0) / 160));
   const h0 = live[0].h;
-  const W = 500;
+  const W = 480;
   const probe = new Frame(W, 220, { left: 44, right: 12, top: 8, bottom: 32 }, edge(h0, b0), edge(h0, b1), 0, 1);
   const labels = cuts.map((c) => ({ x: probe.x(probe.clampX(c.x)), text: c.text }));
   const placed = placeMarkerLabels(labels, probe.m.left, W - probe.m.right);
@@ -283,10 +283,25 @@ export function shareRows(run: ReportRun, metric?: string): { what: string; rows
     return [{ what: 'selected (select_mask)', rows: sources.map((g) => ({ source: g.key, share: g.selected_fraction, kept: g.selected_tokens, of: g.scored_tokens })) }];
   }
   const d = (metric !== undefined ? s.metrics.find((x) => x.name === metric) : undefined) ?? s.metrics.find((x) => x.kind === 'excess') ?? s.metrics.find((x) => x.model === s.reference)!;
-  return s.ratios.map((r) => ({
-    what: `${d.kind === 'excess' ? '--by excess' : '--by ref_loss'} ${keepRatioLabel(r)} over the whole dir`,
-    rows: sources.map((g) => { const c = g.metrics[d.name].cuts[String(r)]; return { source: g.key, share: c.kept_share_by_dir_cut, kept: c.kept_by_dir_cut, of: g.metrics[d.name].count }; }),
-  }));
+  const t0 = (r: number) => s.groups[0].metrics[d.name].thresholds[String(r)];
+  return s.ratios.map((r) => {
+    const approx = sources.some((g) => g.metrics[d.name].cuts[String(r)].kept_by_dir_cut === null);
+    return {
+      what: `${d.kind === 'excess' ? '--by excess' : '--by ref_loss'} ${keepRatioLabel(r)} over the whole dir${approx ? ' (≈: quantiles from the sketch, counted to 0.01 nats)' : ''}`,
+      rows: sources.map((g) => {
+        const c = g.metrics[d.name].cuts[String(r)];
+        const of = g.metrics[d.name].count;
+        if (c.kept_by_dir_cut !== null) return { source: g.key, share: c.kept_share_by_dir_cut, kept: c.kept_by_dir_cut, of };
+        // Sketch mode: the tokens in fine bins on the kept side, the threshold's own bin counted as kept.
+        const h = run.fine('source', g.key, d.name);
+        const t = t0(r);
+        if (!h || t === null || !of) return { source: g.key, share: null, kept: null, of };
+        const k = Math.floor((t - h.spec.lo) / h.spec.width);
+        const kept = d.kind === 'loss' ? h.countBelowBin(k + 1) + (k + 1 > h.spec.bins ? h.above : 0) : h.total - h.countBelowBin(Math.max(0, k));
+        return { source: g.key, share: kept / of, kept, of };
+      }),
+    };
+  });
 }
 
 export function sharePlot(runs: ReportRun[]): string {
