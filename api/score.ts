@@ -6,6 +6,7 @@ import type { OutputStore } from '../schemas/store.js';
 import type { Stage, StageStats } from '../stages/stage.js';
 import type { Scorer } from '../stages/score.js';
 import type { OutputFormat } from '../stages/write.js';
+import type { ScoreDtype } from '../schemas/score-dtype.js';
 import { DEFAULT_LEASE_SECONDS } from '../pipeline/run/claims.js';
 import { resolveRank } from '../pipeline/run/rank.js';
 import { runScore, DEFAULT_CACHE_DIR, type ModelSpec, type RunSummary } from '../pipeline/jobs/score.js';
@@ -41,6 +42,8 @@ interface CommonScoreOptions {
   eosToken?: string;
   /** `--entropy` (default false). */
   entropy?: boolean;
+  /** `--score-dtype` (default 'float32'): how score columns are stored (float16 / bfloat16 halve them). */
+  scoreDtype?: ScoreDtype;
   /** `--unit-docs` (default 10000). */
   unitDocs?: number;
   /** `--max-reject-ratio` (default 0.01): above it the promise rejects with a RejectRatioError (exit 3) carrying the summary. */
@@ -146,6 +149,7 @@ export async function score(options: ScoreOptions): Promise<ScoreSummary> {
       appendEos: o.appendEos ?? false,
       eosToken: o.eosToken,
       entropy: o.entropy ?? false,
+      scoreDtype: o.scoreDtype,
       unitDocs: o.unitDocs ?? 10000,
       maxRejectRatio: o.maxRejectRatio ?? 0.01,
       overwrite: o.overwrite ?? false,

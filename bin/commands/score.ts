@@ -22,6 +22,7 @@ interface ScoreArgs {
   'append-eos': boolean;
   'eos-token'?: string;
   entropy: boolean;
+  'score-dtype': 'float32' | 'float16' | 'bfloat16';
   'unit-docs': number;
   'max-reject-ratio': number;
   overwrite: boolean;
@@ -59,6 +60,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('append-eos', { type: 'boolean', default: false, describe: 'Append the EOS token after the post-processor\'s tokens (tokenizer_config.json add_eos_token is ignored by every library)' })
       .option('eos-token', { type: 'string', describe: 'EOS token for --append-eos (default: tokenizer_config.json eos_token, else a well-known name)' })
       .option('entropy', { type: 'boolean', default: false, describe: 'Also write <name>_entropy: entropy (nats) of the distribution that scores each token' })
+      .option('score-dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as const, describe: 'Storage of per-token scores: float32 (exact); float16 (Parquet FLOAT16, error <= 2^-11 relative); bfloat16 (bfloat16 values in a float32 column, error <= 2^-8 relative; zstd drops the zero half). DuckDB and polars read all three as floats' })
       .option('unit-docs', { type: 'number', default: 10000, describe: 'Documents per work unit (one output file + completion record); a crash loses at most one unit' })
       .option('max-reject-ratio', { type: 'number', default: 0.01, describe: 'Exit 3 when more than this fraction of input documents was rejected (rejects are listed in _rho/rejects/)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'Delete results of another configuration in --output instead of refusing' })
@@ -93,6 +95,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         appendEos: args['append-eos'],
         eosToken: args['eos-token'],
         entropy: args.entropy,
+        scoreDtype: args['score-dtype'],
         unitDocs: args['unit-docs'],
         maxRejectRatio: args['max-reject-ratio'],
         overwrite: args.overwrite,

@@ -13,7 +13,8 @@ import { assembleStage } from '../../stages/assemble.js';
 import { writeStage, sha256, type OutputFormat } from '../../stages/write.js';
 import { compose, type Stage, type StageStats } from '../../stages/stage.js';
 import { prepareModel, type PreparedModel } from '../../model/prepare.js';
-import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, combinedProvenance } from '../../schemas/contract.js';
+import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, provenanceViews, resolvedPath } from '../../schemas/contract.js';
+import { DEFAULT_SCORE_DTYPE, SCORE_DTYPES, isScoreDtype, type ScoreDtype } from '../../schemas/score-dtype.js';
 import { LAYOUT } from '../../schemas/layout.js';
 import { ConfigError, RejectRatioError } from '../../schemas/errors.js';
 import { crashPoint } from '../../schemas/crashpoints.js';
@@ -55,6 +56,8 @@ export interface ScoreConfig {
   appendEos: boolean;
   eosToken?: string;
   entropy: boolean;
+  /** How per-token scores are stored (default float32; schemas/score-dtype.ts). */
+  scoreDtype?: ScoreDtype;
   /** Documents per work unit (output file / completion record). */
   unitDocs: number;
   maxRejectRatio: number;
@@ -146,8 +149,7 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], execu
     const meta = new Map(plan.provenance);
     meta.set(META.inputs, JSON.stringify([{ source: unit.source, bytes: shardBytes.get(unit.source) }]));
     meta.set(META.unit, JSON.stringify({ source: unit.source, part: unit.part, first_row: unit.firstRow, rows: records }));
-    meta.set(META.all, combinedProvenance(meta));
-    return meta;
+    return provenanceViews(meta).keyValues;
   };
   return [
     ...(cfg.transforms ?? []),
@@ -157,7 +159,7 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], execu
     scoreStage(scorers),
     assembleStage({ models, entropy: cfg.entropy }),
     executor.gather<ScoredDocument>(),
-    writeStage({ models, entropy: cfg.entropy, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
+    writeStage({ models, entropy: cfg.entropy, scoreDtype: cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
   ];
 }
 
@@ -195,6 +197,7 @@ function checkFlags(cfg: ScoreConfig): void {
   if (!Number.isInteger(cfg.unitDocs) || cfg.unitDocs < 1) throw new ConfigError(`--unit-docs must be a positive integer (got ${cfg.unitDocs})`);
   if (!(cfg.maxRejectRatio >= 0 && cfg.maxRejectRatio <= 1)) throw new ConfigError(`--max-reject-ratio must be in [0, 1] (got ${cfg.maxRejectRatio})`);
   if (!Array.isArray(cfg.inputs) || cfg.inputs.length === 0) throw new ConfigError('no --input given: name at least one shard or glob');
+  if (cfg.scoreDtype !== undefined && !isScoreDtype(cfg.scoreDtype)) throw new ConfigError(`--score-dtype must be one of ${SCORE_DTYPES.join(', ')} (got ${String(cfg.scoreDtype)})`);
 }
 
 /** Inputs, output store, tokenizer, models and window rule: everything that can be wrong is found here, before any work. */
@@ -220,14 +223,16 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
   const tokenizerSha = await fileSha256(cfg.tokenizer);
   const modelIds = cfg.scorers
     ? cfg.scorers[0].modelNames.map((name) => ({ name, path: null, sha256: cfg.scorers![0].fingerprint ?? 'custom-scorer', external_data: false }))
-    : prepared.map((p) => ({ name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData }));
+    : prepared.map((p, i) => ({ name: p.name, path: cfg.models[i].path, resolved_path: p.sourcePath, sha256: p.sha256, external_data: p.externalData }));
   const identity = runIdentity(cfg, modelIds, tokenizer, tokenizerSha, spec);
   const identityJson = JSON.stringify(identity, null, 2);
   const provenance = new Map<string, string>([
     [META.schemaVersion, String(SCHEMA_VERSION)],
     [META.rhoVersion, RHO_VERSION],
+    // Paths as given (what the user typed, portable across machines) and resolved (where they were).
     [META.models, JSON.stringify(modelIds)],
-    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, sha256: tokenizerSha })],
+    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, resolved_path: resolvedPath(cfg.tokenizer), sha256: tokenizerSha })],
+    [META.scoreDtype, cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE],
     [META.context, String(spec.contextTokens)],
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
@@ -274,6 +279,8 @@ function runIdentity(cfg: ScoreConfig, models: { name: string; sha256: string }[
     id_field: cfg.idField ?? null,
     unit_docs: cfg.unitDocs,
     format: cfg.format,
+    // Only when not float32, so float32 dirs written before the option existed stay resumable.
+    ...(cfg.scoreDtype && cfg.scoreDtype !== DEFAULT_SCORE_DTYPE ? { score_dtype: cfg.scoreDtype } : {}),
   };
   // Only when there are any, so that the identity of a run without them is what it always was.
   if (cfg.transforms?.length) identity.transforms = cfg.transforms.map((t) => t.name);
