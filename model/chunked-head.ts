@@ -369,7 +369,7 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
     const outs = [r.m, r.s, ...(r.q ? [r.q] : [])];
     const graph = encodeGraph({
       name: 'rho_vocab_slices',
-      nodes: body.map(encodeNode),
+      nodes: pruneConstants(body, outs).map(encodeNode),
       inputs: [encodeValueInfo(`${b}iter`, DataType.INT64, []), encodeValueInfo(`${b}cond`, DataType.BOOL, [])],
       outputs: [encodeValueInfo(`${b}cond_out`, DataType.BOOL, []), ...outs.map((x) => encodeValueInfo(x, DataType.FLOAT, null))],
     });
@@ -405,5 +405,12 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
     nodes.push({ opType: 'Reshape', name: `${p}H_out`, inputs: [`${p}H`, `${p}tshape`], outputs: [o.entropyOut] });
   }
   nodes.push(c64(o.vocabOut, [plan.vocab]));
-  return nodes;
+  return pruneConstants(nodes, [o.vocabOut]);
+}
+
+/** Drop Constant nodes nothing reads (the runtime warns about each). */
+function pruneConstants(nodes: NodeSpec[], keep: string[]): NodeSpec[] {
+  const used = new Set(keep);
+  for (const n of nodes) for (const i of n.inputs) used.add(i);
+  return nodes.filter((n) => n.opType !== 'Constant' || n.outputs.some((x) => used.has(x)));
 }
