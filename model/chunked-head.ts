@@ -224,8 +224,13 @@ export function findHead(nodes: WorkNode[], inits: Map<string, InitializerInfo>,
 export interface ChunkOptions {
   opset: number;
   entropy: boolean;
-  /** Vocabulary entries per slice. */
-  sliceVocab: number;
+  /**
+   * Vocabulary entries per slice, fixed; or null (Loop mode only): chosen at run time from the number of token rows N
+   * so that one [N, slice] float32 tensor holds at most sliceElements values (slice clamped to [minSlice, V]).
+   */
+  sliceVocab: number | null;
+  sliceElements: number;
+  minSlice: number;
   mode: 'loop' | 'unrolled';
   /** Graph names. */
   target: string;
@@ -328,7 +333,8 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
     return { m: `${q}m`, s: `${q}s`, q: qs };
   };
 
-  const K = Math.ceil(plan.vocab / o.sliceVocab);
+  if (o.sliceVocab === null && o.mode === 'unrolled') throw new Error('unrolled vocabulary slices need a fixed slice size');
+  const K = o.sliceVocab === null ? Infinity : Math.ceil(plan.vocab / o.sliceVocab);
   let mAll: string;
   let sAll: string;
   let qAll: string | null = null;
@@ -338,10 +344,11 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
     const ms: string[] = [];
     const ss: string[] = [];
     const qs: string[] = [];
+    const sv = o.sliceVocab!;
     for (let k = 0; k < K; k++) {
       const q = `${p}u${k}_`;
-      nodes.push(c64(`${q}start`, [k * o.sliceVocab]));
-      nodes.push(c64(`${q}end`, [Math.min(plan.vocab, (k + 1) * o.sliceVocab)]));
+      nodes.push(c64(`${q}start`, [k * sv]));
+      nodes.push(c64(`${q}end`, [Math.min(plan.vocab, (k + 1) * sv)]));
       const r = slice(nodes, q, `${q}start`, `${q}end`, `${p}ax0`, `${p}ax1`);
       ms.push(r.m);
       ss.push(r.s);
@@ -358,12 +365,35 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
     axisConst = `${p}ax1`;
   } else {
     const b = `${p}lb_`;
+    // Slice size and trip count: fixed, or from N at run time (vs = clamp(sliceElements / N, minSlice, V),
+    // K = ceil(V / vs)), so the head's memory does not grow with the batch either.
+    if (o.sliceVocab !== null || o.opset < 12) {
+      // Fixed (also below opset 12, where Max/Min take no integers).
+      const sv = o.sliceVocab ?? o.minSlice * 8;
+      nodes.push(c64(`${p}vs`, [sv]));
+      nodes.push(c64(`${p}trips`, [Math.ceil(plan.vocab / sv)], []));
+    } else {
+      nodes.push({ opType: 'Shape', name: `${p}h2_shape`, inputs: [`${p}h2`], outputs: [`${p}h2_shape`] });
+      nodes.push({ opType: 'Slice', name: `${p}n`, inputs: [`${p}h2_shape`, `${p}ax0`, `${p}ax1`, `${p}ax0`], outputs: [`${p}n`] });
+      nodes.push(c64(`${p}one`, [1]));
+      nodes.push({ opType: 'Max', name: `${p}n1`, inputs: [`${p}n`, `${p}one`], outputs: [`${p}n1`] });
+      nodes.push(c64(`${p}elems`, [o.sliceElements]));
+      nodes.push({ opType: 'Div', name: `${p}vs_raw`, inputs: [`${p}elems`, `${p}n1`], outputs: [`${p}vs_raw`] });
+      nodes.push(c64(`${p}vs_min`, [Math.min(o.minSlice, plan.vocab)]));
+      nodes.push(c64(`${p}vs_max`, [plan.vocab]));
+      nodes.push({ opType: 'Max', name: `${p}vs_lo`, inputs: [`${p}vs_raw`, `${p}vs_min`], outputs: [`${p}vs_lo`] });
+      nodes.push({ opType: 'Min', name: `${p}vs`, inputs: [`${p}vs_lo`, `${p}vs_max`], outputs: [`${p}vs`] });
+      nodes.push(c64(`${p}vocab_m1`, [plan.vocab - 1]));
+      nodes.push({ opType: 'Add', name: `${p}k_num`, inputs: [`${p}vocab_m1`, `${p}vs`], outputs: [`${p}k_num`] });
+      nodes.push({ opType: 'Div', name: `${p}k1`, inputs: [`${p}k_num`, `${p}vs`], outputs: [`${p}k1`] });
+      nodes.push(c64(`${p}scalar`, [], [0]));
+      nodes.push({ opType: 'Reshape', name: `${p}trips`, inputs: [`${p}k1`, `${p}scalar`], outputs: [`${p}trips`] });
+    }
     const body: NodeSpec[] = [];
-    body.push(c64(`${b}vs`, [o.sliceVocab]));
     body.push(c64(`${b}ax0`, [0]));
     body.push(c64(`${b}ax1`, [1]));
-    body.push({ opType: 'Mul', name: `${b}start`, inputs: [`${b}iter`, `${b}vs`], outputs: [`${b}start`] });
-    body.push({ opType: 'Add', name: `${b}end`, inputs: [`${b}start`, `${b}vs`], outputs: [`${b}end`] });
+    body.push({ opType: 'Mul', name: `${b}start`, inputs: [`${b}iter`, `${p}vs`], outputs: [`${b}start`] });
+    body.push({ opType: 'Add', name: `${b}end`, inputs: [`${b}start`, `${p}vs`], outputs: [`${b}end`] });
     const r = slice(body, `${b}k_`, `${b}start`, `${b}end`, `${b}ax0`, `${b}ax1`);
     body.push({ opType: 'Identity', name: `${b}cond_out`, inputs: [`${b}cond`], outputs: [`${b}cond_out`] });
     const outs = [r.m, r.s, ...(r.q ? [r.q] : [])];
@@ -373,7 +403,6 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
       inputs: [encodeValueInfo(`${b}iter`, DataType.INT64, []), encodeValueInfo(`${b}cond`, DataType.BOOL, [])],
       outputs: [encodeValueInfo(`${b}cond_out`, DataType.BOOL, []), ...outs.map((x) => encodeValueInfo(x, DataType.FLOAT, null))],
     });
-    nodes.push(c64(`${p}trips`, [K], []));
     mAll = `${p}m_all`;
     sAll = `${p}s_all`;
     const loopOuts = [mAll, sAll];
@@ -405,7 +434,8 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
     nodes.push({ opType: 'Reshape', name: `${p}H_out`, inputs: [`${p}H`, `${p}tshape`], outputs: [o.entropyOut] });
   }
   nodes.push(c64(o.vocabOut, [plan.vocab]));
-  return pruneConstants(nodes, [o.vocabOut]);
+  // The Loop body reads rho_ch_vs from the outer scope (invisible in the node inputs here).
+  return pruneConstants(nodes, [o.vocabOut, `${p}vs`]);
 }
 
 /** Drop Constant nodes nothing reads (the runtime warns about each). */

@@ -38,7 +38,9 @@ export interface PreparedModel {
   /** Model dimensions read from the graph (and config.json), for the memory budget; null where unknown. */
   dims: { vocab: number | null; hidden: number | null; layers: number | null };
   /** How the scores are computed: over vocabulary slices (no [B,T,V] tensor), or the model's own full head. */
-  head: { kind: 'chunked'; sliceVocab: number; mode: 'loop' | 'unrolled'; description: string } | { kind: 'full'; reason: string };
+  head:
+    | { kind: 'chunked'; sliceVocab: number | null; sliceElements: number; mode: 'loop' | 'unrolled'; description: string }
+    | { kind: 'full'; reason: string };
   inputs: {
     inputIds: string;
     /** Element type of input_ids (and of attention_mask / position_ids where present) as the model declares it. */
@@ -60,13 +62,20 @@ export interface PrepareOptions {
   entropy: boolean;
   /** 'chunked' (default): vocabulary slices where the head is recognisable; 'full': the model's own head. */
   head?: 'chunked' | 'full';
-  /** Vocabulary entries per slice (default DEFAULT_SLICE_VOCAB). */
+  /** Vocabulary entries per slice, fixed. Default: chosen at run time so [tokens, slice] stays within DEFAULT_SLICE_ELEMENTS. */
   sliceVocab?: number;
   /** Slices inside one Loop node (default) or unrolled. */
   sliceMode?: 'loop' | 'unrolled';
 }
 
-/** Vocabulary entries per slice of the chunked head: [N, 8192] float32 is 32 KiB per token row. */
+/**
+ * The chunked head's slice is chosen at run time so that one [tokens, slice] float32 tensor holds at most this many
+ * values (16 MiB): about three such tensors are live at once, whatever the vocabulary and the batch.
+ */
+export const DEFAULT_SLICE_ELEMENTS = 4 * 1024 * 1024;
+/** ...but never fewer than this many vocabulary entries per slice (per-slice overhead), nor more than V. */
+export const MIN_SLICE_VOCAB = 1024;
+/** Fixed slice size of the unrolled variant when none is given. */
 export const DEFAULT_SLICE_VOCAB = 8192;
 /** Bumped whenever the prepared graph changes, so cached prepared models of older rho versions are not reused. */
 const PREPARE_VERSION = 2;
@@ -394,7 +403,7 @@ export async function prepareModel(opts: PrepareOptions): Promise<PreparedModel>
     fallbackNoted.add(sha256);
     process.stderr.write(`rho: model ${opts.name} (${sourcePath}): LM head not recognised (${plan.head.reason}); scoring with the model's full head, whose memory grows with the vocabulary\n`);
   }
-  const headTag = plan.head.kind === 'chunked' ? `c${plan.head.sliceVocab}${plan.head.mode === 'loop' ? 'l' : 'u'}` : 'full';
+  const headTag = plan.head.kind === 'chunked' ? `c${plan.head.sliceVocab ?? `e${plan.head.sliceElements}`}${plan.head.mode === 'loop' ? 'l' : 'u'}` : 'full';
   const tag = `${opts.entropy ? 'e' : 'n'}-p${PREPARE_VERSION}${headTag}`;
   let build: Uint8Array | null = null;
   const prepared = () => (build ??= editModel(model, plan.edit));
@@ -512,16 +521,17 @@ function planPreparation(model: Uint8Array, a: Analysis, opts: PrepareOptions): 
     return { edit: { ...base, dropNodes, addNodes: nodes }, head: { kind: 'full', reason: found.reason }, inputs, vocab: null, hidden: null, positionTable };
   }
   const plan: HeadPlan = found;
-  const sliceVocab = opts.sliceVocab ?? DEFAULT_SLICE_VOCAB;
-  if (!Number.isInteger(sliceVocab) || sliceVocab < 1) throw new Error(`slice size must be a positive integer (got ${sliceVocab})`);
   const mode = opts.sliceMode ?? 'loop';
+  const sliceVocab = opts.sliceVocab ?? (mode === 'unrolled' ? DEFAULT_SLICE_VOCAB : null);
+  if (sliceVocab !== null && (!Number.isInteger(sliceVocab) || sliceVocab < 1)) throw new Error(`slice size must be a positive integer (got ${sliceVocab})`);
+  const sliceElements = DEFAULT_SLICE_ELEMENTS;
   const dropped = new Set(plan.drop);
   for (const n of plan.drop) if (!n.inlined) dropNodes.add(n.index);
-  const head = buildChunkedHead(plan, { opset: a.opset, entropy: opts.entropy, sliceVocab, mode, target: RHO_TARGET, logprob: RHO_LOGPROB, entropyOut: RHO_ENTROPY, vocabOut: RHO_VOCAB });
+  const head = buildChunkedHead(plan, { opset: a.opset, entropy: opts.entropy, sliceVocab, sliceElements, minSlice: MIN_SLICE_VOCAB, mode, target: RHO_TARGET, logprob: RHO_LOGPROB, entropyOut: RHO_ENTROPY, vocabOut: RHO_VOCAB });
   const nodes = [...work.filter((n) => n.inlined && !dropped.has(n)).map((n) => n.bytes), ...head.map(encodeNode)];
   return {
     edit: { ...base, dropNodes, addNodes: nodes },
-    head: { kind: 'chunked', sliceVocab, mode, description: plan.description },
+    head: { kind: 'chunked', sliceVocab, sliceElements, mode, description: plan.description },
     inputs,
     vocab: plan.vocab,
     hidden: plan.hiddenSize,
