@@ -232,6 +232,8 @@ export interface ChunkOptions {
   sliceElements: number;
   minSlice: number;
   mode: 'loop' | 'unrolled';
+  /** Per-slice log-sum-exp: a LogSoftmax per slice (default, faster on CPU) or ReduceMax / Exp / ReduceSum. */
+  lseBy?: 'logsoftmax' | 'reduce';
   /** Graph names. */
   target: string;
   logprob: string;
@@ -311,7 +313,9 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
   zt = applyTail(nodes, `${p}zt_`, zt); // [N, 1] float32
 
   /** One slice [start, end) of the vocabulary: m, s (and q) as [N, 1]. */
-  const slice = (out: NodeSpec[], q: string, start: string, end: string, ax0: string, ax1: string): { m: string; s: string; q: string | null } => {
+  const lseBy = o.lseBy ?? 'logsoftmax';
+  /** One slice [start, end) of the vocabulary: m, s (and q) as [N, 1]; s null when every slice's sum is 1. */
+  const slice = (out: NodeSpec[], q: string, start: string, end: string, ax0: string, ax1: string): { m: string; s: string | null; q: string | null } => {
     out.push({ opType: 'Slice', name: `${q}w`, inputs: [plan.weight, start, end, plan.layout === 'rows' ? ax0 : ax1], outputs: [`${q}w`] });
     const gemmIn = [`${p}h2`, `${q}w`];
     if (plan.bias) {
@@ -320,6 +324,22 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
     }
     out.push({ opType: 'Gemm', name: `${q}z`, inputs: gemmIn, outputs: [`${q}z`], attributes: [{ name: 'transB', kind: 'int', value: plan.layout === 'rows' ? 1 : 0 }] });
     const z = applyTail(out, q, `${q}z`);
+    if (lseBy === 'logsoftmax') {
+      // One fused LogSoftmax per slice (the runtime's vectorised kernel): lse_k = z[:, 0] - lsm[:, 0]; the slice's
+      // own sum is then 1 and q_k = Σ e^lsm · lsm.
+      out.push({ opType: 'LogSoftmax', name: `${q}lsm`, inputs: [z], outputs: [`${q}lsm`], attributes: [{ name: 'axis', kind: 'int', value: -1 }] });
+      out.push({ opType: 'Slice', name: `${q}z0`, inputs: [z, ax0, ax1, ax1], outputs: [`${q}z0`] });
+      out.push({ opType: 'Slice', name: `${q}l0`, inputs: [`${q}lsm`, ax0, ax1, ax1], outputs: [`${q}l0`] });
+      out.push({ opType: 'Sub', name: `${q}m`, inputs: [`${q}z0`, `${q}l0`], outputs: [`${q}m`] });
+      let ql: string | null = null;
+      if (o.entropy) {
+        out.push({ opType: 'Exp', name: `${q}p`, inputs: [`${q}lsm`], outputs: [`${q}p`] });
+        out.push({ opType: 'Mul', name: `${q}plp`, inputs: [`${q}p`, `${q}lsm`], outputs: [`${q}plp`] });
+        reduce(out, 'ReduceSum', `${q}q`, `${q}plp`, 1, `${q}q`, ax1);
+        ql = `${q}q`;
+      }
+      return { m: `${q}m`, s: null, q: ql };
+    }
     reduce(out, 'ReduceMax', `${q}m`, z, 1, `${q}m`, ax1);
     out.push({ opType: 'Sub', name: `${q}d`, inputs: [z, `${q}m`], outputs: [`${q}d`] });
     out.push({ opType: 'Exp', name: `${q}ex`, inputs: [`${q}d`], outputs: [`${q}ex`] });
@@ -336,7 +356,7 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
   if (o.sliceVocab === null && o.mode === 'unrolled') throw new Error('unrolled vocabulary slices need a fixed slice size');
   const K = o.sliceVocab === null ? Infinity : Math.ceil(plan.vocab / o.sliceVocab);
   let mAll: string;
-  let sAll: string;
+  let sAll: string | null;
   let qAll: string | null = null;
   let axis: number;
   let axisConst: string;
@@ -351,7 +371,7 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
       nodes.push(c64(`${q}end`, [Math.min(plan.vocab, (k + 1) * sv)]));
       const r = slice(nodes, q, `${q}start`, `${q}end`, `${p}ax0`, `${p}ax1`);
       ms.push(r.m);
-      ss.push(r.s);
+      if (r.s) ss.push(r.s);
       if (r.q) qs.push(r.q);
     }
     const cat = (name: string, xs: string[]) => {
@@ -359,7 +379,7 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
       return name;
     };
     mAll = cat(`${p}m_all`, ms);
-    sAll = cat(`${p}s_all`, ss);
+    sAll = ss.length ? cat(`${p}s_all`, ss) : null;
     if (o.entropy) qAll = cat(`${p}q_all`, qs);
     axis = 1;
     axisConst = `${p}ax1`;
@@ -396,7 +416,7 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
     body.push({ opType: 'Add', name: `${b}end`, inputs: [`${b}start`, `${p}vs`], outputs: [`${b}end`] });
     const r = slice(body, `${b}k_`, `${b}start`, `${b}end`, `${b}ax0`, `${b}ax1`);
     body.push({ opType: 'Identity', name: `${b}cond_out`, inputs: [`${b}cond`], outputs: [`${b}cond_out`] });
-    const outs = [r.m, r.s, ...(r.q ? [r.q] : [])];
+    const outs = [r.m, ...(r.s ? [r.s] : []), ...(r.q ? [r.q] : [])];
     const graph = encodeGraph({
       name: 'rho_vocab_slices',
       nodes: pruneConstants(body, outs).map(encodeNode),
@@ -404,8 +424,8 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
       outputs: [encodeValueInfo(`${b}cond_out`, DataType.BOOL, []), ...outs.map((x) => encodeValueInfo(x, DataType.FLOAT, null))],
     });
     mAll = `${p}m_all`;
-    sAll = `${p}s_all`;
-    const loopOuts = [mAll, sAll];
+    sAll = r.s ? `${p}s_all` : null;
+    const loopOuts = [mAll, ...(sAll ? [sAll] : [])];
     if (o.entropy) loopOuts.push((qAll = `${p}q_all`));
     nodes.push({ opType: 'Loop', name: `${p}loop`, inputs: [`${p}trips`, ''], outputs: loopOuts, attributes: [{ name: 'body', kind: 'graph', value: graph }] });
     axis = 0; // scan outputs: [K, N, 1]
@@ -416,8 +436,8 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
   reduce(nodes, 'ReduceMax', `${p}M`, mAll, axis, `${p}M`, axisConst);
   nodes.push({ opType: 'Sub', name: `${p}dm`, inputs: [mAll, `${p}M`], outputs: [`${p}dm`] });
   nodes.push({ opType: 'Exp', name: `${p}w`, inputs: [`${p}dm`], outputs: [`${p}w`] });
-  nodes.push({ opType: 'Mul', name: `${p}sw`, inputs: [sAll, `${p}w`], outputs: [`${p}sw`] });
-  reduce(nodes, 'ReduceSum', `${p}S`, `${p}sw`, axis, `${p}S`, axisConst);
+  if (sAll) nodes.push({ opType: 'Mul', name: `${p}sw`, inputs: [sAll, `${p}w`], outputs: [`${p}sw`] });
+  reduce(nodes, 'ReduceSum', `${p}S`, sAll ? `${p}sw` : `${p}w`, axis, `${p}S`, axisConst);
   nodes.push({ opType: 'Log', name: `${p}logS`, inputs: [`${p}S`], outputs: [`${p}logS`] });
   nodes.push({ opType: 'Add', name: `${p}lse`, inputs: [`${p}M`, `${p}logS`], outputs: [`${p}lse`] });
   nodes.push({ opType: 'Reshape', name: `${p}lse_n`, inputs: [`${p}lse`, `${p}flat`], outputs: [`${p}lse_n`] });
@@ -425,8 +445,8 @@ export function buildChunkedHead(plan: HeadPlan, o: ChunkOptions): NodeSpec[] {
   nodes.push({ opType: 'Sub', name: `${p}lp`, inputs: [`${p}zt_n`, `${p}lse_n`], outputs: [`${p}lp`] });
   nodes.push({ opType: 'Reshape', name: `${p}lp_out`, inputs: [`${p}lp`, `${p}tshape`], outputs: [o.logprob] });
   if (o.entropy && qAll) {
-    nodes.push({ opType: 'Mul', name: `${p}dms`, inputs: [`${p}dm`, sAll], outputs: [`${p}dms`] });
-    nodes.push({ opType: 'Add', name: `${p}qc`, inputs: [qAll, `${p}dms`], outputs: [`${p}qc`] });
+    if (sAll) nodes.push({ opType: 'Mul', name: `${p}dms`, inputs: [`${p}dm`, sAll], outputs: [`${p}dms`] });
+    nodes.push({ opType: 'Add', name: `${p}qc`, inputs: [qAll, sAll ? `${p}dms` : `${p}dm`], outputs: [`${p}qc`] });
     nodes.push({ opType: 'Mul', name: `${p}qw`, inputs: [`${p}qc`, `${p}w`], outputs: [`${p}qw`] });
     reduce(nodes, 'ReduceSum', `${p}Q`, `${p}qw`, axis, `${p}Q`, axisConst);
     nodes.push({ opType: 'Div', name: `${p}QS`, inputs: [`${p}Q`, `${p}S`], outputs: [`${p}QS`] });

@@ -64,15 +64,17 @@ export interface PrepareOptions {
   head?: 'chunked' | 'full';
   /** Vocabulary entries per slice, fixed. Default: chosen at run time so [tokens, slice] stays within DEFAULT_SLICE_ELEMENTS. */
   sliceVocab?: number;
+  /** Values per [tokens, slice] tensor when the slice is chosen at run time (default DEFAULT_SLICE_ELEMENTS). */
+  sliceElements?: number;
   /** Slices inside one Loop node (default) or unrolled. */
   sliceMode?: 'loop' | 'unrolled';
 }
 
 /**
  * The chunked head's slice is chosen at run time so that one [tokens, slice] float32 tensor holds at most this many
- * values (16 MiB): about three such tensors are live at once, whatever the vocabulary and the batch.
+ * values (64 MiB): about three such tensors are live at once, whatever the vocabulary and the batch.
  */
-export const DEFAULT_SLICE_ELEMENTS = 4 * 1024 * 1024;
+export const DEFAULT_SLICE_ELEMENTS = 16 * 1024 * 1024;
 /** ...but never fewer than this many vocabulary entries per slice (per-slice overhead), nor more than V. */
 export const MIN_SLICE_VOCAB = 1024;
 /** Fixed slice size of the unrolled variant when none is given. */
@@ -524,7 +526,7 @@ function planPreparation(model: Uint8Array, a: Analysis, opts: PrepareOptions): 
   const mode = opts.sliceMode ?? 'loop';
   const sliceVocab = opts.sliceVocab ?? (mode === 'unrolled' ? DEFAULT_SLICE_VOCAB : null);
   if (sliceVocab !== null && (!Number.isInteger(sliceVocab) || sliceVocab < 1)) throw new Error(`slice size must be a positive integer (got ${sliceVocab})`);
-  const sliceElements = DEFAULT_SLICE_ELEMENTS;
+  const sliceElements = opts.sliceElements ?? DEFAULT_SLICE_ELEMENTS;
   const dropped = new Set(plan.drop);
   for (const n of plan.drop) if (!n.inlined) dropNodes.add(n.index);
   const head = buildChunkedHead(plan, { opset: a.opset, entropy: opts.entropy, sliceVocab, sliceElements, minSlice: MIN_SLICE_VOCAB, mode, target: RHO_TARGET, logprob: RHO_LOGPROB, entropyOut: RHO_ENTROPY, vocabOut: RHO_VOCAB });

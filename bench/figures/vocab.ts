@@ -45,6 +45,7 @@ interface ChildArgs {
   device: 'cpu' | 'cuda';
   vocab: number;
   slice?: number;
+  sliceElements?: number;
   mode?: 'loop' | 'unrolled';
   cacheDir: string;
 }
@@ -68,7 +69,7 @@ const mmm = (xs: number[], f: (x: number) => string) => `${f(Math.min(...xs))} /
 
 /** One measurement (child process): prepare, open a session, run `batches` batches of `tokens` tokens. */
 async function child(a: ChildArgs): Promise<ChildResult> {
-  const p = await prepareModel({ path: a.model, name: 'ref', cacheDir: a.cacheDir, entropy: false, head: a.head, sliceVocab: a.slice, sliceMode: a.mode });
+  const p = await prepareModel({ path: a.model, name: 'ref', cacheDir: a.cacheDir, entropy: false, head: a.head, sliceVocab: a.slice, sliceElements: a.sliceElements, sliceMode: a.mode });
   if (a.head === 'chunked' && p.head.kind !== 'chunked') throw new Error(`chunked head not recognised: ${p.head.reason}`);
   const session = await ort.InferenceSession.create(p.preparedPath, {
     graphOptimizationLevel: 'all',
