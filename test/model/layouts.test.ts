@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { prepareModel, type PreparedModel } from '../../model/prepare.js';
-import { Scorer } from '../../stages/score.js';
+import { OnnxScorer as Scorer } from '../../stages/score.js';
 import { cleanup, FIXTURE_MODELS, REPO, tmpDir } from './_models.js';
 
 test.after.always(cleanup);

@@ -8,7 +8,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { prepareModel } from '../../model/prepare.js';
-import { Scorer } from '../../stages/score.js';
+import { OnnxScorer as Scorer } from '../../stages/score.js';
 import { TextTokenizer } from '../../stages/tokenize.js';
 import { cleanup, REPO, tmpDir } from './_models.js';
 
