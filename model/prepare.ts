@@ -36,7 +36,7 @@ export interface PreparedModel {
   /** Where maxContext comes from, in words ("config.json max_position_embeddings", "position table ..."). */
   maxContextSource: string | null;
   /** Model dimensions read from the graph (and config.json), for the memory budget; null where unknown. */
-  dims: { vocab: number | null; hidden: number | null; layers: number | null };
+  dims: { vocab: number | null; hidden: number | null; layers: number | null; heads: number | null };
   /** How the scores are computed: over vocabulary slices (no [B,T,V] tensor), or the model's own full head. */
   head:
     | { kind: 'chunked'; sliceVocab: number | null; sliceElements: number; mode: 'loop' | 'unrolled'; description: string }
@@ -455,6 +455,7 @@ export async function prepareModel(opts: PrepareOptions): Promise<PreparedModel>
       vocab: plan.vocab ?? configInt(cfg, ['vocab_size', 'n_vocab', 'padded_vocab_size']),
       hidden: plan.hidden ?? configInt(cfg, ['hidden_size', 'n_embd', 'd_model']),
       layers: configInt(cfg, ['num_hidden_layers', 'n_layer', 'num_layers']),
+      heads: configInt(cfg, ['num_attention_heads', 'n_head']),
     },
     head: plan.head,
     inputs: plan.inputs,
