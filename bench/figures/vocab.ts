@@ -150,7 +150,7 @@ export function vocabFigure(o: VocabFigureOptions, log: (s: string) => void = (s
   };
   const f0 = (x: number) => x.toFixed(0);
   const table = [
-    `Model: Llama-style, d=${o.d}, ${o.layers} layers, tied head; ${o.device}, ${o.threads} threads; ${o.batches} timed batches per run after one warm-up; ${o.reps} interleaved runs; chunked slices of ${o.slice ?? 8192} (${o.mode ?? 'loop'}).`,
+    `Model: Llama-style, d=${o.d}, ${o.layers} layers, tied head; ${o.device}, ${o.threads} threads; ${o.batches} timed batches per run after one warm-up; ${o.reps} interleaved runs; chunked head: ${o.slice ? `slices of ${o.slice}` : 'slice size chosen at run time (at most 16M values per [tokens, slice] tensor)'}, ${o.mode ?? 'loop'}.`,
     '',
     '| V | head | tokens / batch | tokens/s (min / median / max) | peak RSS MiB (min / median / max) |',
     '|---|---|---|---|---|',
