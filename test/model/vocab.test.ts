@@ -43,35 +43,35 @@ for (const [name, vocab] of [['llama3', 128256], ['qwen3', 151936]] as const) {
     // Default slices (one slice for this small batch), and slices chosen at run time small enough that the vocabulary
     // takes ~150 of them (at most 64k values per [tokens, slice] tensor, clamped to 1024 entries).
     for (const sliceElements of [undefined, 1 << 16]) {
-    const p = await prepareModel({ path: path.join(dir, 'model.onnx'), name: 'ref', cacheDir: path.join(dir, 'cache'), entropy: true, sliceElements });
-    t.is(p.head.kind, 'chunked');
-    t.is(p.dims.vocab, vocab);
-    const s = await Scorer.open({ models: [p], device: 'cpu', tokenizerVocabSize: tok.info.vocabSize, intraOpThreads: 1 });
-    try {
-      t.is(s.vocabSizes.get('ref'), vocab);
-      const width = Math.max(...ids.map((r) => r.length));
-      const tokens = new Int32Array(ids.length * width);
-      ids.forEach((r, b) => tokens.set(r, b * width));
-      const r = (await s.score({ rows: ids.length, width, tokens, lengths: Int32Array.from(ids.map((x) => x.length)), windows: [] })).get('ref')!;
-      let lp = 0;
-      let en = 0;
-      let nullsOk = true;
-      for (let b = 0; b < ids.length; b++) {
-        for (let i = 0; i < width; i++) {
-          const w = oracle.logprob[b]![i];
-          const g = r.logprob[b * width + i]!;
-          if (w === null || w === undefined) nullsOk &&= Number.isNaN(g);
-          else {
-            lp = Math.max(lp, Math.abs(g - w));
-            en = Math.max(en, Math.abs(r.entropy![b * width + i]! - oracle.entropy[b]![i]!));
+      const p = await prepareModel({ path: path.join(dir, 'model.onnx'), name: 'ref', cacheDir: path.join(dir, 'cache'), entropy: true, sliceElements });
+      t.is(p.head.kind, 'chunked');
+      t.is(p.dims.vocab, vocab);
+      const s = await Scorer.open({ models: [p], device: 'cpu', tokenizerVocabSize: tok.info.vocabSize, intraOpThreads: 1 });
+      try {
+        t.is(s.vocabSizes.get('ref'), vocab);
+        const width = Math.max(...ids.map((r) => r.length));
+        const tokens = new Int32Array(ids.length * width);
+        ids.forEach((r, b) => tokens.set(r, b * width));
+        const r = (await s.score({ rows: ids.length, width, tokens, lengths: Int32Array.from(ids.map((x) => x.length)), windows: [] })).get('ref')!;
+        let lp = 0;
+        let en = 0;
+        let nullsOk = true;
+        for (let b = 0; b < ids.length; b++) {
+          for (let i = 0; i < width; i++) {
+            const w = oracle.logprob[b]![i];
+            const g = r.logprob[b * width + i]!;
+            if (w === null || w === undefined) nullsOk &&= Number.isNaN(g);
+            else {
+              lp = Math.max(lp, Math.abs(g - w));
+              en = Math.max(en, Math.abs(r.entropy![b * width + i]! - oracle.entropy[b]![i]!));
+            }
           }
         }
+        t.log(`${name} (slice elements ${sliceElements ?? 'default'}): max |logprob - torch| ${lp.toExponential(2)}, entropy ${en.toExponential(2)}`);
+        t.true(lp < 2e-4 && en < 2e-4 && nullsOk);
+      } finally {
+        await s.close();
       }
-      t.log(`${name} (slice elements ${sliceElements ?? 'default'}): max |logprob - torch| ${lp.toExponential(2)}, entropy ${en.toExponential(2)}`);
-      t.true(lp < 2e-4 && en < 2e-4 && nullsOk);
-    } finally {
-      await s.close();
-    }
     }
   });
 }
