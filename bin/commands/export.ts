@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
-import { runExport, type ExportSummary } from '../../pipeline/jobs/export.js';
-import { exitCodeOf } from '../../schemas/errors.js';
+// `rho export`: parses flags and calls exportMemmap() from the API (index.ts); prints its header.
+import { exportMemmap, exitCodeOf, type ExportSummary } from '../../index.js';
 import { fmtDuration } from '../../pipeline/run/progress.js';
 
 interface ExportArgs {
@@ -33,7 +33,7 @@ export const exportCommand: CommandModule<object, ExportArgs> = {
   handler: async (args) => {
     let s: ExportSummary;
     try {
-      s = await runExport({
+      s = await exportMemmap({
         input: args.input,
         output: args.output,
         scoreDtype: args['score-dtype'],

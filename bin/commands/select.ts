@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
-import { runSelect, DEFAULT_BATCH_TOKENS, EXACT_LIMIT_TOKENS, type SelectReport } from '../../pipeline/jobs/select.js';
-import { exitCodeOf } from '../../schemas/errors.js';
+// `rho select`: parses flags and calls select() from the API (index.ts); prints its report.
+import { select, exitCodeOf, type SelectReport } from '../../index.js';
+import { DEFAULT_BATCH_TOKENS, EXACT_LIMIT_TOKENS } from '../../pipeline/jobs/select.js';
 import { fmtDuration } from '../../pipeline/run/progress.js';
 import type { SelectBy, SelectScope } from '../../stages/select.js';
 
@@ -46,7 +47,7 @@ export const selectCommand: CommandModule<object, SelectArgs> = {
   handler: async (args) => {
     let r: SelectReport;
     try {
-      r = await runSelect({
+      r = await select({
         input: args.input,
         output: args.output,
         ratio: args.ratio,

@@ -19,6 +19,8 @@ export interface RunIdentity {
   id_field: string | null;
   unit_docs: number;
   format: OutputFormat;
+  /** Names of the document stages before tokenize (API only; absent when there are none). */
+  transforms?: string[];
   /** Present only when not float32, so float32 dirs written before the option existed stay resumable. */
   score_dtype?: ScoreDtype;
 }

@@ -3,6 +3,7 @@
 import type { ScoreDtype } from '../../../schemas/score-dtype.js';
 import type { OutputFormat } from '../../../stages/write.js';
 import type { S3Options } from '../../io/s3.js';
+import type { DocumentSource } from '../../../schemas/types.js';
 import type { CompletionRecord } from '../../../schemas/layout.js';
 
 export type Severity = 'error' | 'warning';
@@ -28,6 +29,8 @@ export interface VerifyOptions {
   progress?: boolean;
   /** Settings for s3:// inputs (the output store is passed to verifyOutput). */
   s3?: S3Options;
+  /** Document sources the output was scored from (matched by name): re-read like files. */
+  sources?: DocumentSource[];
 }
 
 export interface VerifyReport {
