@@ -3,8 +3,7 @@
 // the data calls for, shows scores on hover, and tells selected from unselected tokens. A screenshot is kept
 // as a CI artifact (RHO_TEST_ARTIFACTS, default <tmp>/rho-test-artifacts).
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -13,28 +12,15 @@ import { Tokenizer } from 'tokenizers';
 import { runSelect } from '../../pipeline/select-job.js';
 import { scoredDir, rho, duck, sourceTexts, utf16Index } from './_fixture.js';
 import { tmp, TOKENIZER } from '../helpers.js';
+import { findBin, requires } from '../requirements.js';
 import type { Stats } from '../../inspect/stats.js';
 
 const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
-/** Debian's chromium: found, or installed with apt-get when we are root (never a browser download). */
-function findChromium(): { path: string | null; why: string } {
-  const candidates = ['/usr/bin/chromium', '/usr/bin/chromium-browser'];
-  const found = candidates.find((p) => existsSync(p));
-  if (found) return { path: found, why: '' };
-  if (process.getuid?.() !== 0) return { path: null, why: 'chromium is not installed and we are not root to apt-get install it' };
-  console.error('report.test: installing Debian chromium (apt-get install -y chromium)...');
-  const r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  const after = candidates.find((p) => existsSync(p));
-  return after ? { path: after, why: '' } : { path: null, why: `apt-get install chromium failed (exit ${r.status})` };
-}
-
-const browser = findChromium();
-const inCI = process.env.CI === 'true';
-const maybe = browser.path || inCI ? test.serial : test.skip;
-if (!browser.path) {
-  console.error(`report.test: SKIPPING the browser tests: ${browser.why}${inCI ? ' (CI=true: they run and fail instead)' : ''}`);
-}
+// Debian's chromium (never a browser download); `npm test` installs it (test/requirements.json). Missing: the
+// browser test fails with the install hint, or is an ava skip with RHO_ALLOW_SKIP=1.
+const withChromium = requires('chromium');
+const CHROMIUM = findBin('chromium') ?? '';
 
 const SAMPLES = 4;
 let sel = '';
@@ -59,10 +45,9 @@ test('the HTML file is self-contained: no script, no external reference, a CSP t
   t.regex(page, /Content-Security-Policy" content="default-src 'none'/);
 });
 
-maybe('renders in headless Chromium: no console errors or requests; histograms, thresholds, heatmaps, hover, selection', async (t) => {
-  if (!browser.path) { t.fail(`CI=true but no chromium: ${browser.why}`); return; }
+withChromium.serial('renders in headless Chromium: no console errors or requests; histograms, thresholds, heatmaps, hover, selection', async (t) => {
   const profile = mkdtempSync(join(tmpdir(), 'rho-chromium-profile-'));
-  const ctx = await chromium.launchPersistentContext(profile, { executablePath: browser.path, headless: true, args: CHROMIUM_FLAGS, viewport: { width: 1100, height: 900 } });
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS, viewport: { width: 1100, height: 900 } });
   try {
     const page = ctx.pages()[0] ?? await ctx.newPage();
     const problems: string[] = [];
