@@ -5,8 +5,9 @@ import { existsSync, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import type { Data, Field, Schema, Table } from 'apache-arrow';
 import {
-  COL, META, SCHEMA_VERSION, entropyColumn, isUnscoredPosition, lossMeanColumn, logprobColumn, scoreSchema, selectFields, IGNORE_INDEX,
+  COL, META, SCHEMA_VERSION, entropyColumn, lossMeanColumn, logprobColumn, scoreSchema, selectFields, IGNORE_INDEX,
 } from '../schemas/contract.js';
+import { nullPositionsByWindows } from '../schemas/window-rule-check.js';
 import { decodeTable, sha256, type OutputFormat } from '../stages/write.js';
 import { readShard, type ShardOpener } from '../stages/read.js';
 import { isS3Uri, openerFor } from './output.js';
@@ -566,10 +567,11 @@ function checkRows(rel: string, table: Table, rec: CompletionRecord, config: Run
         }
         const child = l.data.children[0];
         const vals = child.values as Float32Array;
+        const nulls = nullPositionsByWindows(n, C, S); // independent of the writer's isUnscoredPosition
         for (let p = 0; p < n; p++) {
           const j = off[i] + p;
           const valid = isValid(child, j);
-          const unscored = isUnscoredPosition(p, C, S);
+          const unscored = nulls[p] === 1;
           if (valid && unscored) {
             f.error('window-nulls', rel, `position ${p} has a value (${vals[j]}) but the window rule (C=${C}, S=${S}) gives it no context: it must be null`, { row, field: l.name });
             break;
