@@ -110,7 +110,7 @@ with torch.inference_mode():
     # The user's own batch size: a small sweep over a sample spread across the length range, untimed.
     sample = windows[::max(1, len(windows) // 128)]
     sweep = {}
-    for size in (4, 8, 16, 32, 64):
+    for size in (4, 8, 16, 32):  # 64 rows x 512 x V=32000 needed 12 GiB of logits + log_softmax: not a size a user keeps
         score(sample[:size], size)  # warm this shape family
         t0 = time.perf_counter()
         n = score(sample, size)
