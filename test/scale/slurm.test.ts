@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { startSlurm, type Slurm } from '../services/slurm.js';
 import { CACHE, RHO, TOKENIZER, modelPath, shardPath, tmp } from '../helpers.js';
-import { ownerOf } from '../../pipeline/rank.js';
-import { unitName } from '../../pipeline/units.js';
+import { ownerOf } from '../../pipeline/run/rank.js';
+import { unitName } from '../../schemas/layout.js';
 import { startService, need, type Started } from './_services.js';
 import { requires } from '../requirements.js';
 

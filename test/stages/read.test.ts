@@ -8,8 +8,8 @@ import { execFileSync } from 'node:child_process';
 import { tableFromArrays, tableToIPC, vectorFromArray, Table, Int32, Utf8 } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { readShard } from '../../stages/read.js';
+import type { ReadItem } from '../../schemas/types.js';
 import { requires } from '../requirements.js';
-import type { ReadItem } from '../../pipeline/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rho-read-'));
 const withZstd = requires('zstd');

@@ -1,0 +1,130 @@
+// Where outputs live. Two-method-style interface (hyparquet's habit): the pipeline only writes whole files
+// atomically, reads them back, lists a prefix and creates a file only if absent (claims). Local disk here;
+// an object store implements the same calls.
+import { createHash } from 'node:crypto';
+import { createReadStream, mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { crashPoint } from '../../schemas/crashpoints.js';
+import type { OutputStore } from '../../schemas/store.js';
+
+export type { OutputStore };
+
+/** Write bytes to `path` atomically: a reader sees the old file, no file, or the whole new file. */
+export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.${Date.now().toString(36)}.tmp`;
+  const fd = openSync(tmp, 'w');
+  try {
+    let off = 0;
+    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+    fsyncSync(fd);
+    crashPoint('write-temp');
+  } catch (e) {
+    closeSync(fd);
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  crashPoint('write-renamed');
+  const dfd = openSync(dirname(path), 'r');
+  try { fsyncSync(dfd); } finally { closeSync(dfd); }
+}
+
+export class LocalStore implements OutputStore {
+  constructor(readonly root: string) {}
+
+  private abs(rel: string): string {
+    return join(this.root, rel);
+  }
+
+  async writeAtomic(rel: string, bytes: Uint8Array): Promise<void> {
+    writeFileAtomic(this.abs(rel), bytes);
+  }
+
+  async createExclusive(rel: string, bytes: Uint8Array): Promise<boolean> {
+    // Write the full content under a temp name, then hard-link it into place: link() fails with EEXIST
+    // if the target exists, so the claim is atomic and never observed half-written.
+    const path = this.abs(rel);
+    mkdirSync(dirname(path), { recursive: true });
+    const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+    const fd = openSync(tmp, 'w');
+    try {
+      let off = 0;
+      while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+      fsyncSync(fd);
+    } catch (e) {
+      // E.g. ENOSPC: leave no temp file behind.
+      closeSync(fd);
+      unlinkSync(tmp);
+      throw e;
+    }
+    closeSync(fd);
+    try {
+      linkSync(tmp, path);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
+    } finally {
+      unlinkSync(tmp);
+    }
+  }
+
+  async read(rel: string): Promise<Uint8Array | null> {
+    try {
+      return readFileSync(this.abs(rel));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+
+  async exists(rel: string): Promise<boolean> {
+    return existsSync(this.abs(rel));
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const start = this.abs(prefix);
+    const out: string[] = [];
+    const walk = (dir: string) => {
+      let entries: string[];
+      try {
+        entries = readdirSync(dir);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+        throw e;
+      }
+      for (const name of entries) {
+        const p = join(dir, name);
+        if (statSync(p).isDirectory()) walk(p);
+        else out.push(relative(this.root, p));
+      }
+    };
+    walk(start);
+    return out.sort();
+  }
+
+  async remove(rel: string): Promise<void> {
+    rmSync(this.abs(rel), { recursive: true, force: true });
+  }
+
+  async checkWritable(): Promise<void> {
+    try {
+      mkdirSync(this.root, { recursive: true });
+      const probe = join(this.root, `.rho-write-probe-${process.pid}`);
+      writeFileAtomic(probe, new Uint8Array([0]));
+      unlinkSync(probe);
+    } catch (e) {
+      throw new Error(`output dir ${this.root} is not writable (${(e as Error).message}); choose another --output or fix its permissions`);
+    }
+  }
+}
+
+/** sha256 of a local file, streamed. */
+export function fileSha256(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path).on('data', (c) => h.update(c)).on('error', reject).on('end', () => resolve(h.digest('hex')));
+  });
+}

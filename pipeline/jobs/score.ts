@@ -1,0 +1,442 @@
+// The score job: read → tokenize → window → batch → score (worker threads) → assemble → write, composed from
+// the stages (stages/) and run by the executor (pipeline/run/executor.ts), which owns units, claims, resume,
+// accounting and progress. This file checks the request, plans the run (inputs, models, window rule, run
+// identity, provenance) and wires the two together.
+import { availableParallelism, homedir } from 'node:os';
+import { join } from 'node:path';
+import { readShard, readDocuments } from '../../stages/read.js';
+import { TextTokenizer, tokenizeStage } from '../../stages/tokenize.js';
+import { validateWindowSpec, windowStage } from '../../stages/window.js';
+import { batchStage } from '../../stages/batch.js';
+import { OnnxScorer, scoreStage, type Scorer } from '../../stages/score.js';
+import { assembleStage } from '../../stages/assemble.js';
+import { writeStage, sha256, type OutputFormat } from '../../stages/write.js';
+import { compose, type Stage, type StageStats } from '../../stages/stage.js';
+import { prepareModel, type PreparedModel } from '../../model/prepare.js';
+import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, provenanceViews, resolvedPath } from '../../schemas/contract.js';
+import { DEFAULT_SCORE_DTYPE, SCORE_DTYPES, isScoreDtype, type ScoreDtype } from '../../schemas/score-dtype.js';
+import { defaultBudget, gib, maxContextFor, MemoryBudgetError, parseMemoryBudget, planMemory, type MemoryPlan, type ModelMemory } from '../../model/memory.js';
+import { stat } from 'node:fs/promises';
+import { LAYOUT } from '../../schemas/layout.js';
+import { ConfigError, RejectRatioError } from '../../schemas/errors.js';
+import { crashPoint } from '../../schemas/crashpoints.js';
+import { RHO_VERSION } from '../../schemas/version.js';
+import type { OutputStore } from '../../schemas/store.js';
+import type { Manifest } from '../../schemas/manifest.js';
+import type { Document, DocumentSource, Flow, ScoredDocument, UnitRef, WindowSpec } from '../../schemas/types.js';
+import { resolveInputs, type InputShard } from '../io/inputs.js';
+import { openOutputStore, openerFor, countingOpener } from '../io/open.js';
+import { fileSha256 } from '../io/local.js';
+import type { S3Options } from '../io/s3.js';
+import { Executor, type ExecutorInput, type RunCounts } from '../run/executor.js';
+import { claimOutputDir, type RunIdentity } from '../run/identity.js';
+import { checkWorldSize } from '../run/rank.js';
+
+export type { RunIdentity };
+
+export interface ModelSpec {
+  name: string;
+  path: string;
+}
+
+export interface ScoreConfig {
+  models: ModelSpec[];
+  tokenizer: string;
+  /** Paths, globs, s3:// URIs, or document sources (rows: source = its name, row = index of the document). */
+  inputs: (string | DocumentSource)[];
+  output: string;
+  textField: string;
+  idField?: string;
+  /** C; default: the smallest max context the models declare, else 2048. */
+  context?: number;
+  /** S; default C. */
+  stride?: number;
+  /** Tokens per inference batch; default: from the memory budget (model/memory.ts). */
+  batchTokens?: number;
+  /** --memory-budget as given (8GiB, 50%, ...); default: a fraction of RAM, or of the GPU's memory. */
+  memoryBudget?: string;
+  format: OutputFormat;
+  device: 'cpu' | 'cuda' | 'webgpu';
+  deviceId?: number;
+  appendEos: boolean;
+  eosToken?: string;
+  entropy: boolean;
+  /** How per-token scores are stored (default float32; schemas/score-dtype.ts). */
+  scoreDtype?: ScoreDtype;
+  /** Documents per work unit (output file / completion record). */
+  unitDocs: number;
+  maxRejectRatio: number;
+  overwrite: boolean;
+  cacheDir?: string;
+  threads?: number;
+  progress: boolean;
+  /** GPU ids for --device cuda/webgpu: one inference worker per device, sharing readers and writers. */
+  devices?: number[];
+  /** This runner's rank and the world size: it works on the units with ownerOf(unit, worldSize) === rank. */
+  rank?: number;
+  worldSize?: number;
+  /** Lease of a unit claim; a claim not renewed for this long is taken over by another runner. */
+  leaseSeconds?: number;
+  /** 'shard': Hive-style `shard=<key>/part-NNNNN.parquet` folders. */
+  partitionBy?: 'none' | 'shard';
+  /** Output store; default: opened from `output` (local path or s3://). */
+  store?: OutputStore;
+  /** S3 settings for s3:// inputs and outputs (endpoint, retries). */
+  s3?: S3Options;
+  /** Stages over documents between reading and tokenizing (filters, normalisers): what they drop is rejected with their reason. */
+  transforms?: Stage<Flow<Document>, Flow<Document>>[];
+  /** Scorers to use instead of onnxruntime over `models` (e.g. another backend); all must name the same models. */
+  scorers?: Scorer[];
+}
+
+export interface RunSummary {
+  output: string;
+  manifest: Manifest;
+  /** This run only (units skipped because they were already done are not counted here). */
+  run: RunCounts & { wall_seconds: number; tokens_per_second: number; padding_fraction: number };
+  /** Per stage, in pipeline order: documents/tokens in and out, rejects, seconds (also in manifest.json under run.stages). */
+  stages: StageStats[];
+  /** C, S, the batch budget and the memory budget, each with where it came from. */
+  limits: RunLimits;
+}
+
+export interface RunLimits {
+  context: number;
+  contextSource: string;
+  stride: number;
+  batchTokens: number;
+  batchSource: string;
+  memoryBudgetBytes: number;
+  memorySource: string;
+  /** Estimated peak of one batch (model/memory.ts). */
+  estimateBytes: number;
+  heads: Record<string, string>;
+}
+
+/** One line per limit, for the start of a run and its summary. */
+export function describeLimits(l: RunLimits): string[] {
+  return [
+    `C = ${l.context} tokens per window (${l.contextSource}), S = ${l.stride}`,
+    `batch budget ${l.batchTokens} tokens (${l.batchSource}); memory budget ${gib(l.memoryBudgetBytes)} (${l.memorySource}), estimated peak ${gib(l.estimateBytes)}`,
+    ...Object.entries(l.heads).map(([m, h]) => `model ${m}: ${h}`),
+  ];
+}
+
+export const DEFAULT_CACHE_DIR = process.env.RHO_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'rho');
+
+/** Everything a run needs, checked and resolved before any work. */
+interface ScorePlan {
+  shards: InputShard[];
+  store: OutputStore;
+  tokenizer: TextTokenizer;
+  prepared: PreparedModel[];
+  /** Column names of the models, in order (from `models`, or from the custom scorers). */
+  models: string[];
+  spec: WindowSpec;
+  limits: RunLimits;
+  identityJson: string;
+  configSha: string;
+  /** Provenance keys shared by every file of the run (rho.inputs and rho.unit are added per file). */
+  provenance: Map<string, string>;
+}
+
+export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
+  checkFlags(cfg);
+  const plan = await planScore(cfg);
+  await claimOutputDir(plan.store, plan.identityJson, cfg.overwrite);
+  const rank = cfg.rank ?? 0;
+  const worldSize = cfg.worldSize ?? 1;
+  if (worldSize > 1) await checkWorldSize(plan.store, { rank, worldSize, from: 'flags' });
+  process.stderr.write(describeLimits(plan.limits).map((l) => `rho score: ${l}\n`).join(''));
+  const scorers = cfg.scorers ?? (await openScorers(cfg, plan));
+
+  let stats: StageStats[] = [];
+  const stat = (name: string) => stats.find((s) => s.name === name);
+  const executor = await Executor.open({
+    store: plan.store, inputs: plan.shards.map((s) => shardInput(s, cfg)), unitDocs: cfg.unitDocs, rank, worldSize,
+    leaseSeconds: cfg.leaseSeconds, configSha: plan.configSha, progress: cfg.progress,
+    live: () => ({ docs: stat('assemble')?.docs_out ?? 0, tokens: stat('assemble')?.counters.scored_tokens ?? 0 }),
+  });
+  let scoringSeconds: number;
+  try {
+    scoringSeconds = await executor.execute((source) => {
+      const c = compose<never>(source, scoreStages(cfg, plan, scorers, executor), { rank, worldSize, crashPoint });
+      stats = c.stats;
+      return c.output;
+    });
+  } finally {
+    if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
+  }
+  const manifest = await executor.writeManifest(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
+  return summarize(cfg, plan, executor, manifest, stats, scoringSeconds);
+}
+
+/** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], executor: Executor): Stage<any, any>[] {
+  const models = plan.models;
+  const shardBytes = new Map(plan.shards.map((s) => [s.source, s.bytes]));
+  const metadata = (unit: UnitRef, records: number) => {
+    const meta = new Map(plan.provenance);
+    meta.set(META.inputs, JSON.stringify([{ source: unit.source, bytes: shardBytes.get(unit.source) }]));
+    meta.set(META.unit, JSON.stringify({ source: unit.source, part: unit.part, first_row: unit.firstRow, rows: records }));
+    return provenanceViews(meta).keyValues;
+  };
+  return [
+    ...(cfg.transforms ?? []),
+    tokenizeStage(plan.tokenizer),
+    windowStage(plan.spec),
+    batchStage({ batchTokens: plan.limits.batchTokens, contextTokens: plan.spec.contextTokens }),
+    scoreStage(scorers),
+    assembleStage({ models, entropy: cfg.entropy }),
+    executor.gather<ScoredDocument>(),
+    writeStage({ models, entropy: cfg.entropy, scoreDtype: cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
+  ];
+}
+
+/** A shard file as an executor input: its records through the reader, bytes counted for the progress line. */
+function shardInput(shard: InputShard & { documents?: DocumentSource }, cfg: ScoreConfig): ExecutorInput {
+  const src = shard.documents;
+  if (src) return { source: shard.source, bytes: 0, read: () => readDocuments(src) };
+  return {
+    source: shard.source,
+    bytes: shard.bytes,
+    async *read(onBytes) {
+      const opener = countingOpener(await openerFor(shard.source, cfg.s3), onBytes);
+      yield* readShard(shard.source, { textField: cfg.textField, idField: cfg.idField }, opener);
+    },
+  };
+}
+
+/** Flags that are wrong whatever the inputs: checked first. */
+function checkFlags(cfg: ScoreConfig): void {
+  if (cfg.scorers) {
+    if (cfg.scorers.length === 0) throw new ConfigError('scorers: give at least one scorer');
+    const names = cfg.scorers.map((x) => x.modelNames.join(','));
+    if (new Set(names).size !== 1) throw new ConfigError(`scorers name different models (${names.join(' vs ')}); every scorer must score the same models`);
+  } else if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  for (const t of cfg.transforms ?? []) {
+    if (!t || typeof t.name !== 'string' || typeof t.run !== 'function') throw new ConfigError('transforms: each entry must be a stage { name, run(input, ctx) } (see filterDocuments, mapDocuments)');
+  }
+  const names = new Set<string>();
+  for (const m of cfg.scorers ? cfg.scorers[0].modelNames.map((name) => ({ name })) : cfg.models) {
+    if (!MODEL_NAME_PATTERN.test(m.name)) throw new ConfigError(`model name "${m.name}" must match ${MODEL_NAME_PATTERN} (it becomes the column prefix <name>_logprob)`);
+    if (names.has(m.name)) throw new ConfigError(`model name "${m.name}" given twice`);
+    names.add(m.name);
+  }
+  if (cfg.batchTokens !== undefined && (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2)) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
+  if (!Number.isInteger(cfg.unitDocs) || cfg.unitDocs < 1) throw new ConfigError(`--unit-docs must be a positive integer (got ${cfg.unitDocs})`);
+  if (!(cfg.maxRejectRatio >= 0 && cfg.maxRejectRatio <= 1)) throw new ConfigError(`--max-reject-ratio must be in [0, 1] (got ${cfg.maxRejectRatio})`);
+  if (!Array.isArray(cfg.inputs) || cfg.inputs.length === 0) throw new ConfigError('no --input given: name at least one shard or glob');
+  if (cfg.scoreDtype !== undefined && !isScoreDtype(cfg.scoreDtype)) throw new ConfigError(`--score-dtype must be one of ${SCORE_DTYPES.join(', ')} (got ${String(cfg.scoreDtype)})`);
+}
+
+/** Inputs, output store, tokenizer, models and window rule: everything that can be wrong is found here, before any work. */
+async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
+  const shards = await configStep(() => resolveAllInputs(cfg.inputs, cfg.s3));
+  const rank = cfg.rank ?? 0;
+  const worldSize = cfg.worldSize ?? 1;
+  if (!Number.isInteger(worldSize) || worldSize < 1) throw new ConfigError(`--world-size must be a positive integer (got ${worldSize})`);
+  if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new ConfigError(`--rank must be in [0, world size ${worldSize}) (got ${rank})`);
+  const store = await configStep(() => (cfg.store ? Promise.resolve(cfg.store) : openOutputStore(cfg.output, cfg.s3)));
+  await configStep(() => store.checkWritable());
+  const tokenizer = await configStep(async () => TextTokenizer.load(cfg.tokenizer, { appendEos: cfg.appendEos, eosToken: cfg.eosToken }));
+  const cacheDir = cfg.cacheDir ?? DEFAULT_CACHE_DIR;
+  const prepared: PreparedModel[] = [];
+  for (const m of cfg.scorers ? [] : cfg.models) {
+    try {
+      prepared.push(await prepareModel({ path: m.path, name: m.name, cacheDir: join(cacheDir, 'models'), entropy: cfg.entropy }));
+    } catch (e) {
+      throw new ConfigError(`model ${m.name} (${m.path}): ${(e as Error).message}`);
+    }
+  }
+  const { spec, limits } = await configStep(async () => limitsOf(cfg, prepared, tokenizer.info.vocabSize));
+  const tokenizerSha = await fileSha256(cfg.tokenizer);
+  const modelIds = cfg.scorers
+    ? cfg.scorers[0].modelNames.map((name) => ({ name, path: null, sha256: cfg.scorers![0].fingerprint ?? 'custom-scorer', external_data: false }))
+    : prepared.map((p, i) => ({ name: p.name, path: cfg.models[i].path, resolved_path: p.sourcePath, sha256: p.sha256, external_data: p.externalData }));
+  const identity = runIdentity(cfg, modelIds, tokenizer, tokenizerSha, spec);
+  const identityJson = JSON.stringify(identity, null, 2);
+  const provenance = new Map<string, string>([
+    [META.schemaVersion, String(SCHEMA_VERSION)],
+    [META.rhoVersion, RHO_VERSION],
+    // Paths as given (what the user typed, portable across machines) and resolved (where they were).
+    [META.models, JSON.stringify(modelIds)],
+    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, resolved_path: resolvedPath(cfg.tokenizer), sha256: tokenizerSha })],
+    [META.scoreDtype, cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE],
+    [META.context, String(spec.contextTokens)],
+    [META.stride, String(spec.strideTokens)],
+    [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
+  ]);
+  return { shards, store, tokenizer, prepared, models: modelIds.map((m) => m.name), spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
+}
+
+/** Run `f`; whatever it throws is a problem with the request (exit 2). */
+async function configStep<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
+
+/**
+ * C defaults to the smallest max context the models declare (config.json, a learned position table), else 2048,
+ * capped to what the memory budget holds (a power of two, said so); S to C. The batch size follows from the budget
+ * when --batch-tokens is not given, and a window that cannot fit is refused, with the numbers.
+ */
+async function limitsOf(cfg: ScoreConfig, prepared: PreparedModel[], tokenizerVocab: number): Promise<{ spec: WindowSpec; limits: RunLimits }> {
+  const declared = prepared.filter((p) => p.maxContext !== null).sort((a, b) => a.maxContext! - b.maxContext!)[0];
+  const modelMax = declared?.maxContext ?? null;
+  const memModels = await Promise.all(prepared.map((p) => memoryOf(p, tokenizerVocab)));
+  let context = cfg.context ?? modelMax ?? 2048;
+  let contextSource = cfg.context !== undefined ? '--context' : declared ? `from ${declared.name}'s ${declared.maxContextSource}` : 'default 2048';
+  if (modelMax !== null && context > modelMax) {
+    throw new ConfigError(`--context ${context} is longer than the ${modelMax} positions model ${declared!.name} takes (${declared!.maxContextSource}); use --context ${modelMax} or less`);
+  }
+  if (cfg.context === undefined) {
+    const budget = planMemoryBudget(cfg);
+    const fit = maxContextFor({ models: memModels, device: cfg.device }, budget);
+    if (fit >= 2 && context > fit) {
+      const capped = 2 ** Math.floor(Math.log2(fit));
+      contextSource += `, capped to ${capped} because one window of ${context} tokens does not fit the memory budget`;
+      context = capped;
+    }
+  }
+  const spec: WindowSpec = { contextTokens: context, strideTokens: cfg.stride ?? context };
+  try {
+    validateWindowSpec(spec);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+  let mem: MemoryPlan;
+  try {
+    mem = planMemory({ models: memModels, context, device: cfg.device, budget: cfg.memoryBudget, batchTokens: cfg.batchTokens });
+  } catch (e) {
+    throw new ConfigError(e instanceof MemoryBudgetError ? `memory: ${e.message}` : (e as Error).message);
+  }
+  const heads = Object.fromEntries(prepared.map((p) => [p.name, p.head.kind === 'chunked' ? `chunked head over vocabulary slices (V = ${p.dims.vocab})` : `full head (${p.head.reason})`]));
+  return {
+    spec,
+    limits: {
+      context, contextSource, stride: spec.strideTokens, batchTokens: mem.batchTokens, batchSource: mem.batchSource,
+      memoryBudgetBytes: mem.budgetBytes, memorySource: mem.budgetSource, estimateBytes: mem.estimateBytes, heads,
+    },
+  };
+}
+
+function planMemoryBudget(cfg: ScoreConfig): number {
+  const def = defaultBudget(cfg.device);
+  try {
+    return cfg.memoryBudget === undefined ? def.bytes : parseMemoryBudget(cfg.memoryBudget, def.base);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
+
+/** What the memory estimate needs to know about a prepared model (unknown dimensions: assumed large). */
+async function memoryOf(p: PreparedModel, tokenizerVocab: number): Promise<ModelMemory> {
+  let weightBytes = p.externalData.reduce((a, x) => a + x.bytes, 0);
+  try {
+    weightBytes += (await stat(p.sourcePath)).size;
+  } catch {
+    // prepared already read it; a vanished file fails later with its own message
+  }
+  return {
+    name: p.name,
+    vocab: p.dims.vocab ?? tokenizerVocab,
+    hidden: p.dims.hidden ?? 4096,
+    layers: p.dims.layers ?? 32,
+    heads: p.dims.heads ?? undefined,
+    weightBytes,
+    head: p.head.kind === 'chunked' ? { kind: 'chunked', sliceElements: p.head.sliceElements } : { kind: 'full' },
+  };
+}
+
+function runIdentity(cfg: ScoreConfig, models: { name: string; sha256: string }[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
+  const identity: RunIdentity = {
+    schema_version: SCHEMA_VERSION,
+    models: models.map((m) => ({ name: m.name, sha256: m.sha256 })),
+    tokenizer_sha256: tokenizerSha,
+    context: spec.contextTokens,
+    stride: spec.strideTokens,
+    special_tokens: { post_processor: true, append_eos: cfg.appendEos, eos_id: cfg.appendEos ? tokenizer.info.eosId : null },
+    entropy: cfg.entropy,
+    text_field: cfg.textField,
+    id_field: cfg.idField ?? null,
+    unit_docs: cfg.unitDocs,
+    format: cfg.format,
+    // Only when not float32, so float32 dirs written before the option existed stay resumable.
+    ...(cfg.scoreDtype && cfg.scoreDtype !== DEFAULT_SCORE_DTYPE ? { score_dtype: cfg.scoreDtype } : {}),
+  };
+  // Only when there are any, so that the identity of a run without them is what it always was.
+  if (cfg.transforms?.length) identity.transforms = cfg.transforms.map((t) => t.name);
+  return identity;
+}
+
+/**
+ * Inputs in the order given: each string through resolveInputs (globs sorted), each document source as an
+ * input of its name. A name may appear once.
+ */
+async function resolveAllInputs(entries: (string | DocumentSource)[], s3: S3Options | undefined): Promise<(InputShard & { documents?: DocumentSource })[]> {
+  const out: (InputShard & { documents?: DocumentSource })[] = [];
+  const seen = new Set<string>();
+  for (const e of entries) {
+    if (typeof e === 'string') {
+      for (const sh of await resolveInputs([e], s3)) if (!seen.has(sh.source)) { seen.add(sh.source); out.push(sh); }
+      continue;
+    }
+    if (!e || typeof e.name !== 'string' || e.name === '' || typeof e.documents !== 'function') {
+      throw new Error('inputs: an entry that is not a string must be a document source { name: string, documents(): AsyncIterable<{ id?, text }> }');
+    }
+    if (seen.has(e.name)) throw new Error(`inputs: "${e.name}" is given twice (a document source's name is its identity, like a file's path)`);
+    seen.add(e.name);
+    out.push({ source: e.name, bytes: 0, documents: e });
+  }
+  return out;
+}
+
+/** One onnxruntime scorer per device (one worker thread each). A provider that cannot load is a config error. */
+async function openScorers(cfg: ScoreConfig, plan: ScorePlan): Promise<Scorer[]> {
+  const deviceIds = cfg.device === 'cpu' ? [undefined] : (cfg.devices?.length ? cfg.devices : [cfg.deviceId ?? 0]);
+  const scorers: Scorer[] = [];
+  try {
+    for (const deviceId of deviceIds) {
+      scorers.push(await OnnxScorer.open({ models: plan.prepared, device: cfg.device, deviceId, intraOpThreads: cfg.threads ?? defaultThreads(cfg.device), tokenizerVocabSize: plan.tokenizer.info.vocabSize }));
+    }
+  } catch (e) {
+    await Promise.all(scorers.map((x) => x.close()));
+    throw new ConfigError((e as Error).message);
+  }
+  return scorers;
+}
+
+/** The summary `rho score --json` prints; throws RejectRatioError (carrying it) when too much was rejected. */
+function summarize(cfg: ScoreConfig, plan: ScorePlan, executor: Executor, manifest: Manifest, stats: StageStats[], wall: number): RunSummary {
+  const store = plan.store;
+  const batch = stats.find((s) => s.name === 'batch')?.counters ?? {};
+  const padded = batch.padded_positions ?? 0;
+  const real = batch.real_positions ?? 0;
+  const run = executor.counts;
+  const summary: RunSummary = {
+    output: store.root,
+    manifest,
+    run: { ...run, wall_seconds: wall, tokens_per_second: run.scored_tokens / wall, padding_fraction: padded ? 1 - real / padded : 0 },
+    stages: stats,
+    limits: plan.limits,
+  };
+  const t = manifest.totals;
+  if (t.docs_in > 0 && t.rejected / t.docs_in > cfg.maxRejectRatio) {
+    throw Object.assign(new RejectRatioError(`${t.rejected} of ${t.docs_in} input documents were rejected (${((t.rejected / t.docs_in) * 100).toFixed(2)}% > --max-reject-ratio ${cfg.maxRejectRatio}); see ${cfg.output}/${LAYOUT.rejectsDir}/`), { summary });
+  }
+  return summary;
+}
+
+/**
+ * onnxruntime-node's own default used 1 intra-op thread on a 2-core VM here (it counts physical cores, and
+ * a VM's topology can hide them): half the CPU speed (4,900 vs 9,100 tokens/s on the benchmark model).
+ * On CPU, use every core the process may run on; on a GPU leave onnxruntime's choice.
+ */
+function defaultThreads(device: ScoreConfig['device']): number | undefined {
+  return device === 'cpu' ? availableParallelism() : undefined;
+}
