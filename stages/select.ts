@@ -14,18 +14,14 @@ import { Bool, Int32, makeData, type Data } from 'apache-arrow';
 import { COL, IGNORE_INDEX, logprobColumn } from '../schemas/contract.js';
 import { listView } from './lists.js';
 import { listData } from './write.js';
+import { keepCount, thresholdRank, type SelectBy } from '../schemas/selection-cut.js';
 
-export type SelectBy = 'ref_loss' | 'excess';
+// The cut itself (how many are kept, where the threshold lies) is defined once in schemas/selection-cut.ts,
+// which stats/report/show use too.
+export { keepCount, type SelectBy };
 export type SelectScope = 'document' | 'batch' | 'global';
 
 export { SELECT_META } from '../schemas/contract.js';
-
-/** Number of tokens to keep out of n scored ones: ceil(k*n), with k*n within 1e-9 of an integer taken as that integer. */
-export function keepCount(ratio: number, n: number): number {
-  const x = ratio * n;
-  const r = Math.round(x);
-  return Math.abs(x - r) <= 1e-9 * Math.max(1, x) ? r : Math.ceil(x);
-}
 
 export interface ScoreSpec {
   by: SelectBy;
@@ -86,9 +82,11 @@ export interface Cut {
 export function cutOf(values: Float64Array, ratio: number): Cut {
   const n = values.length;
   const m = keepCount(ratio, n);
-  if (m === 0) return { threshold: Infinity, tieTake: 0, scored: n, keep: 0 };
+  // Scores are higher-kept in both --by modes, so the threshold is the excess-side rank (the m-th largest).
+  const rank = thresholdRank('excess', ratio, n);
+  if (rank === null) return { threshold: Infinity, tieTake: 0, scored: n, keep: 0 };
   values.sort();
-  const threshold = values[n - m];
+  const threshold = values[rank];
   let greater = 0;
   for (let i = n - 1; i >= 0 && values[i] > threshold; i--) greater++;
   return { threshold, tieTake: m - greater, scored: n, keep: m };
