@@ -23,7 +23,7 @@ export type {
 
 // ---- stages: one contract, composable ----
 export { stage, compose, instrument, emptyStats, type Stage, type StageContext } from './stages/stage.js';
-export { readShard, readDocuments, shardFormat, localFiles, type ShardOpener, type ReadOptions } from './stages/read.js';
+export { readShard, readDocuments, readStage, shardFormat, localFiles, type ShardOpener, type ReadOptions } from './stages/read.js';
 export { filterDocuments, mapDocuments, type DocumentPredicate } from './stages/filter.js';
 export { TextTokenizer, tokenizeStage, type TokenizerInfo, type TokenizeStageOptions } from './stages/tokenize.js';
 export { planWindows, validateWindowSpec, windowStage } from './stages/window.js';
