@@ -23,6 +23,8 @@ export interface SelectOptions {
   base?: string;
   /** `--format` (default: each file's own). */
   format?: OutputFormat;
+  /** `--compact` (default false): write only (source, row, select_mask), aligned with the score files. */
+  compact?: boolean;
   /** `--exact` / `--no-exact` (default: exact up to 16M scored tokens). */
   exact?: boolean;
   /** `--sketch-accuracy` (default 0.005). */
@@ -37,7 +39,7 @@ export async function select(o: SelectOptions): Promise<SelectReport> {
     return await runSelect({
       input: o.input, output: o.output, ratio: o.ratio, by: o.by, scope: o.scope,
       batchTokens: o.batchTokens ?? DEFAULT_BATCH_TOKENS, ref: o.ref ?? 'ref', base: o.base ?? 'base',
-      format: o.format, exact: o.exact, sketchAccuracy: o.sketchAccuracy ?? 0.005,
+      format: o.format, compact: o.compact, exact: o.exact, sketchAccuracy: o.sketchAccuracy ?? 0.005,
       overwrite: o.overwrite ?? false, progress: o.progress ?? true,
     });
   } catch (e) {
@@ -51,6 +53,8 @@ export interface ExportOptions {
   output: string;
   /** `--score-dtype` (default 'float32'). */
   scoreDtype?: ScoreDtype;
+  /** `--selection`: a compact selection dir (`rho select --compact`) made from `input`. */
+  selection?: string;
   /** `--columns` (default: every <model>_logprob / <model>_entropy). */
   columns?: string[];
   overwrite?: boolean;
@@ -60,7 +64,7 @@ export interface ExportOptions {
 /** `rho export --format memmap`: flat arrays for numpy/PyTorch. */
 export async function exportMemmap(o: ExportOptions): Promise<ExportSummary> {
   try {
-    return await runExport({ input: o.input, output: o.output, scoreDtype: o.scoreDtype ?? 'float32', columns: o.columns, overwrite: o.overwrite ?? false, progress: o.progress ?? true });
+    return await runExport({ input: o.input, output: o.output, scoreDtype: o.scoreDtype ?? 'float32', selection: o.selection, columns: o.columns, overwrite: o.overwrite ?? false, progress: o.progress ?? true });
   } catch (e) {
     throw asTypedError(e);
   }

@@ -6,6 +6,7 @@ import type { OutputStore } from '../schemas/store.js';
 import type { Stage, StageStats } from '../stages/stage.js';
 import type { Scorer } from '../stages/score.js';
 import type { OutputFormat } from '../stages/write.js';
+import type { ScoreDtype } from '../schemas/score-dtype.js';
 import { DEFAULT_LEASE_SECONDS } from '../pipeline/run/claims.js';
 import { resolveRank } from '../pipeline/run/rank.js';
 import { runScore, DEFAULT_CACHE_DIR, type ModelSpec, type RunSummary } from '../pipeline/jobs/score.js';
@@ -28,8 +29,10 @@ interface CommonScoreOptions {
   /** `--context` C (default: the models' max positions from config.json, else 2048), `--stride` S (default C). */
   context?: number;
   stride?: number;
-  /** `--batch-tokens` (default 1024). */
+  /** `--batch-tokens` (default: from the memory budget; CPU 1024, the measured optimum). */
   batchTokens?: number;
+  /** `--memory-budget` (`8GiB`, `50%`; default 50% of RAM, or 80% of the GPU's memory). */
+  memoryBudget?: string;
   /** `--format` (default 'parquet'). */
   format?: OutputFormat;
   /** `--device` (default 'cpu'), `--device-id` (default 0), `--devices` ('0,1' or [0, 1]). */
@@ -41,6 +44,8 @@ interface CommonScoreOptions {
   eosToken?: string;
   /** `--entropy` (default false). */
   entropy?: boolean;
+  /** `--score-dtype` (default 'float32'): how score columns are stored (float16 / bfloat16 halve them). */
+  scoreDtype?: ScoreDtype;
   /** `--unit-docs` (default 10000). */
   unitDocs?: number;
   /** `--max-reject-ratio` (default 0.01): above it the promise rejects with a RejectRatioError (exit 3) carrying the summary. */
@@ -79,6 +84,8 @@ export interface ScoreSummary {
   shards: RunSummary['manifest']['shards'];
   /** Per stage: documents/tokens in and out, rejects, seconds (also in manifest.json under run.stages). */
   stages: StageStats[];
+  /** C, S, the batch budget and the memory plan, with where each came from. */
+  limits: RunSummary['limits'];
 }
 
 /** `--model PATH` (named by --model-name) or `--model NAME=PATH`, repeatable. */
@@ -105,7 +112,7 @@ function parseDevices(devices: string | number[] | undefined): number[] | undefi
 }
 
 export function summaryOf(s: RunSummary): ScoreSummary {
-  return { output: s.output, run: s.run, totals: s.manifest.totals, shards: s.manifest.shards, stages: s.stages };
+  return { output: s.output, run: s.run, limits: s.limits, totals: s.manifest.totals, shards: s.manifest.shards, stages: s.stages };
 }
 
 /**
@@ -139,13 +146,15 @@ export async function score(options: ScoreOptions): Promise<ScoreSummary> {
       idField: o.idField,
       context: o.context,
       stride: o.stride,
-      batchTokens: o.batchTokens ?? 1024,
+      batchTokens: o.batchTokens,
+      memoryBudget: o.memoryBudget,
       format: o.format ?? 'parquet',
       device: o.device ?? 'cpu',
       deviceId: o.deviceId ?? 0,
       appendEos: o.appendEos ?? false,
       eosToken: o.eosToken,
       entropy: o.entropy ?? false,
+      scoreDtype: o.scoreDtype,
       unitDocs: o.unitDocs ?? 10000,
       maxRejectRatio: o.maxRejectRatio ?? 0.01,
       overwrite: o.overwrite ?? false,

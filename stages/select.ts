@@ -152,6 +152,14 @@ export function selectColumns(batch: RecordBatch, mask: Uint8Array, offsets: Int
   };
 }
 
+/** `select_mask` alone (list<bool>, bit-packed) from a 0/1 mask per token: what a compact selection stores. */
+export function selectMaskData(mask: Uint8Array, offsets: Int32Array): Data {
+  const n = mask.length;
+  const bits = new Uint8Array((n + 7) >> 3);
+  for (let j = 0; j < n; j++) if (mask[j]) bits[j >> 3] |= 1 << (j & 7);
+  return listData(new Bool(), false, offsets, makeData({ type: new Bool(), length: n, data: bits }));
+}
+
 /** Median of a list of numbers (the lower one for an even count); NaN when empty. */
 export function summarize(values: Float64Array): { min: number; median: number; max: number; count: number } | null {
   if (values.length === 0) return null;

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 // `rho score`: parses flags and calls score() from the API (index.ts); prints its summary.
 import { score, exitCodeOf, type ScoreSummary } from '../../index.js';
-import { DEFAULT_CACHE_DIR } from '../../pipeline/jobs/score.js';
+import { DEFAULT_CACHE_DIR, describeLimits } from '../../pipeline/jobs/score.js';
 import { fmtDuration } from '../../pipeline/run/progress.js';
 import { DEFAULT_LEASE_SECONDS } from '../../pipeline/run/claims.js';
 
@@ -15,13 +15,15 @@ interface ScoreArgs {
   'id-field'?: string;
   context?: number;
   stride?: number;
-  'batch-tokens': number;
+  'batch-tokens'?: number;
+  'memory-budget'?: string;
   format: 'parquet' | 'arrow';
   device: 'cpu' | 'cuda' | 'webgpu';
   'device-id': number;
   'append-eos': boolean;
   'eos-token'?: string;
   entropy: boolean;
+  'score-dtype': 'float32' | 'float16' | 'bfloat16';
   'unit-docs': number;
   'max-reject-ratio': number;
   overwrite: boolean;
@@ -52,13 +54,15 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('id-field', { type: 'string', describe: 'Field/column holding the document id (default: ids are <source>#<row>)' })
       .option('context', { type: 'number', describe: 'C, tokens per window (default: the model\'s max positions from its config.json, else 2048)' })
       .option('stride', { type: 'number', describe: 'S, tokens between window starts, 1..C (default C: no overlap). Every token after the first gets at least C-S tokens of context' })
-      .option('batch-tokens', { type: 'number', default: 1024, describe: 'Token budget of one inference batch (rows x padded width). On CPU 1024 is fastest (the runtime still holds [B,T,V] logits: 0.13 GB at V=32000, 1 GB at 8192); on a GPU use 16384 or more' })
+      .option('batch-tokens', { type: 'number', describe: 'Token budget of one inference batch (rows x padded width). Default: from --memory-budget (CPU: 1024, the measured optimum; GPU: as many whole windows as the budget holds)' })
+      .option('memory-budget', { type: 'string', describe: 'Memory rho may plan for: bytes (8GiB, 512MiB) or a fraction (0.5, 50%). Default: 50% of RAM on CPU, 80% of the GPU\'s memory (nvidia-smi) on a GPU. A window that cannot fit is refused before any work' })
       .option('format', { choices: ['parquet', 'arrow'] as const, default: 'parquet' as const, describe: 'Parquet (zstd) or Arrow IPC file (uncompressed)' })
       .option('device', { choices: ['cpu', 'cuda', 'webgpu'] as const, default: 'cpu' as const, describe: 'Execution provider. cuda needs onnxruntime-node installed with ONNXRUNTIME_NODE_INSTALL=cuda12; never falls back silently' })
       .option('device-id', { type: 'number', default: 0, describe: 'GPU index for --device cuda' })
       .option('append-eos', { type: 'boolean', default: false, describe: 'Append the EOS token after the post-processor\'s tokens (tokenizer_config.json add_eos_token is ignored by every library)' })
       .option('eos-token', { type: 'string', describe: 'EOS token for --append-eos (default: tokenizer_config.json eos_token, else a well-known name)' })
       .option('entropy', { type: 'boolean', default: false, describe: 'Also write <name>_entropy: entropy (nats) of the distribution that scores each token' })
+      .option('score-dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as const, describe: 'Storage of per-token scores: float32 (exact); float16 (Parquet FLOAT16, error <= 2^-11 relative); bfloat16 (bfloat16 values in a float32 column, error <= 2^-8 relative; zstd drops the zero half). DuckDB and polars read all three as floats' })
       .option('unit-docs', { type: 'number', default: 10000, describe: 'Documents per work unit (one output file + completion record); a crash loses at most one unit' })
       .option('max-reject-ratio', { type: 'number', default: 0.01, describe: 'Exit 3 when more than this fraction of input documents was rejected (rejects are listed in _rho/rejects/)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'Delete results of another configuration in --output instead of refusing' })
@@ -86,6 +90,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         context: args.context,
         stride: args.stride,
         batchTokens: args['batch-tokens'],
+        memoryBudget: args['memory-budget'],
         format: args.format,
         device: args.device,
         deviceId: args['device-id'],
@@ -93,6 +98,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         appendEos: args['append-eos'],
         eosToken: args['eos-token'],
         entropy: args.entropy,
+        scoreDtype: args['score-dtype'],
         unitDocs: args['unit-docs'],
         maxRejectRatio: args['max-reject-ratio'],
         overwrite: args.overwrite,
@@ -132,5 +138,6 @@ function printSummary(s: ScoreSummary, json: boolean): void {
     `  output dir: ${t.units_done} units, ${t.docs_in} documents in = ${t.scored} scored + ${t.rejected} rejected, ${t.tokens} tokens`,
   ];
   for (const sh of s.shards) lines.push(`    ${sh.source}: ${sh.docs_in} in = ${sh.scored} scored + ${sh.rejected} rejected, ${sh.tokens} tokens -> ${sh.key}/`);
+  for (const l of describeLimits(s.limits)) lines.push(`  ${l}`);
   process.stdout.write(lines.join('\n') + '\n');
 }

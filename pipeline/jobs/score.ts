@@ -13,7 +13,10 @@ import { assembleStage } from '../../stages/assemble.js';
 import { writeStage, sha256, type OutputFormat } from '../../stages/write.js';
 import { compose, type Stage, type StageStats } from '../../stages/stage.js';
 import { prepareModel, type PreparedModel } from '../../model/prepare.js';
-import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, combinedProvenance } from '../../schemas/contract.js';
+import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, provenanceViews, resolvedPath } from '../../schemas/contract.js';
+import { DEFAULT_SCORE_DTYPE, SCORE_DTYPES, isScoreDtype, type ScoreDtype } from '../../schemas/score-dtype.js';
+import { defaultBudget, gib, maxContextFor, MemoryBudgetError, parseMemoryBudget, planMemory, type MemoryPlan, type ModelMemory } from '../../model/memory.js';
+import { stat } from 'node:fs/promises';
 import { LAYOUT } from '../../schemas/layout.js';
 import { ConfigError, RejectRatioError } from '../../schemas/errors.js';
 import { crashPoint } from '../../schemas/crashpoints.js';
@@ -48,13 +51,18 @@ export interface ScoreConfig {
   context?: number;
   /** S; default C. */
   stride?: number;
-  batchTokens: number;
+  /** Tokens per inference batch; default: from the memory budget (model/memory.ts). */
+  batchTokens?: number;
+  /** --memory-budget as given (8GiB, 50%, ...); default: a fraction of RAM, or of the GPU's memory. */
+  memoryBudget?: string;
   format: OutputFormat;
   device: 'cpu' | 'cuda' | 'webgpu';
   deviceId?: number;
   appendEos: boolean;
   eosToken?: string;
   entropy: boolean;
+  /** How per-token scores are stored (default float32; schemas/score-dtype.ts). */
+  scoreDtype?: ScoreDtype;
   /** Documents per work unit (output file / completion record). */
   unitDocs: number;
   maxRejectRatio: number;
@@ -88,6 +96,30 @@ export interface RunSummary {
   run: RunCounts & { wall_seconds: number; tokens_per_second: number; padding_fraction: number };
   /** Per stage, in pipeline order: documents/tokens in and out, rejects, seconds (also in manifest.json under run.stages). */
   stages: StageStats[];
+  /** C, S, the batch budget and the memory budget, each with where it came from. */
+  limits: RunLimits;
+}
+
+export interface RunLimits {
+  context: number;
+  contextSource: string;
+  stride: number;
+  batchTokens: number;
+  batchSource: string;
+  memoryBudgetBytes: number;
+  memorySource: string;
+  /** Estimated peak of one batch (model/memory.ts). */
+  estimateBytes: number;
+  heads: Record<string, string>;
+}
+
+/** One line per limit, for the start of a run and its summary. */
+export function describeLimits(l: RunLimits): string[] {
+  return [
+    `C = ${l.context} tokens per window (${l.contextSource}), S = ${l.stride}`,
+    `batch budget ${l.batchTokens} tokens (${l.batchSource}); memory budget ${gib(l.memoryBudgetBytes)} (${l.memorySource}), estimated peak ${gib(l.estimateBytes)}`,
+    ...Object.entries(l.heads).map(([m, h]) => `model ${m}: ${h}`),
+  ];
 }
 
 export const DEFAULT_CACHE_DIR = process.env.RHO_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'rho');
@@ -101,6 +133,7 @@ interface ScorePlan {
   /** Column names of the models, in order (from `models`, or from the custom scorers). */
   models: string[];
   spec: WindowSpec;
+  limits: RunLimits;
   identityJson: string;
   configSha: string;
   /** Provenance keys shared by every file of the run (rho.inputs and rho.unit are added per file). */
@@ -114,6 +147,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
   if (worldSize > 1) await checkWorldSize(plan.store, { rank, worldSize, from: 'flags' });
+  process.stderr.write(describeLimits(plan.limits).map((l) => `rho score: ${l}\n`).join(''));
   const scorers = cfg.scorers ?? (await openScorers(cfg, plan));
 
   let stats: StageStats[] = [];
@@ -134,7 +168,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
   }
   const manifest = await executor.writeManifest(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
-  return summarize(cfg, plan.store, executor, manifest, stats, scoringSeconds);
+  return summarize(cfg, plan, executor, manifest, stats, scoringSeconds);
 }
 
 /** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
@@ -146,18 +180,17 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], execu
     const meta = new Map(plan.provenance);
     meta.set(META.inputs, JSON.stringify([{ source: unit.source, bytes: shardBytes.get(unit.source) }]));
     meta.set(META.unit, JSON.stringify({ source: unit.source, part: unit.part, first_row: unit.firstRow, rows: records }));
-    meta.set(META.all, combinedProvenance(meta));
-    return meta;
+    return provenanceViews(meta).keyValues;
   };
   return [
     ...(cfg.transforms ?? []),
     tokenizeStage(plan.tokenizer),
     windowStage(plan.spec),
-    batchStage({ batchTokens: cfg.batchTokens, contextTokens: plan.spec.contextTokens }),
+    batchStage({ batchTokens: plan.limits.batchTokens, contextTokens: plan.spec.contextTokens }),
     scoreStage(scorers),
     assembleStage({ models, entropy: cfg.entropy }),
     executor.gather<ScoredDocument>(),
-    writeStage({ models, entropy: cfg.entropy, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
+    writeStage({ models, entropy: cfg.entropy, scoreDtype: cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
   ];
 }
 
@@ -191,10 +224,11 @@ function checkFlags(cfg: ScoreConfig): void {
     if (names.has(m.name)) throw new ConfigError(`model name "${m.name}" given twice`);
     names.add(m.name);
   }
-  if (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
+  if (cfg.batchTokens !== undefined && (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2)) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
   if (!Number.isInteger(cfg.unitDocs) || cfg.unitDocs < 1) throw new ConfigError(`--unit-docs must be a positive integer (got ${cfg.unitDocs})`);
   if (!(cfg.maxRejectRatio >= 0 && cfg.maxRejectRatio <= 1)) throw new ConfigError(`--max-reject-ratio must be in [0, 1] (got ${cfg.maxRejectRatio})`);
   if (!Array.isArray(cfg.inputs) || cfg.inputs.length === 0) throw new ConfigError('no --input given: name at least one shard or glob');
+  if (cfg.scoreDtype !== undefined && !isScoreDtype(cfg.scoreDtype)) throw new ConfigError(`--score-dtype must be one of ${SCORE_DTYPES.join(', ')} (got ${String(cfg.scoreDtype)})`);
 }
 
 /** Inputs, output store, tokenizer, models and window rule: everything that can be wrong is found here, before any work. */
@@ -216,23 +250,25 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
       throw new ConfigError(`model ${m.name} (${m.path}): ${(e as Error).message}`);
     }
   }
-  const spec = windowSpecOf(cfg, prepared);
+  const { spec, limits } = await configStep(async () => limitsOf(cfg, prepared, tokenizer.info.vocabSize));
   const tokenizerSha = await fileSha256(cfg.tokenizer);
   const modelIds = cfg.scorers
     ? cfg.scorers[0].modelNames.map((name) => ({ name, path: null, sha256: cfg.scorers![0].fingerprint ?? 'custom-scorer', external_data: false }))
-    : prepared.map((p) => ({ name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData }));
+    : prepared.map((p, i) => ({ name: p.name, path: cfg.models[i].path, resolved_path: p.sourcePath, sha256: p.sha256, external_data: p.externalData }));
   const identity = runIdentity(cfg, modelIds, tokenizer, tokenizerSha, spec);
   const identityJson = JSON.stringify(identity, null, 2);
   const provenance = new Map<string, string>([
     [META.schemaVersion, String(SCHEMA_VERSION)],
     [META.rhoVersion, RHO_VERSION],
+    // Paths as given (what the user typed, portable across machines) and resolved (where they were).
     [META.models, JSON.stringify(modelIds)],
-    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, sha256: tokenizerSha })],
+    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, resolved_path: resolvedPath(cfg.tokenizer), sha256: tokenizerSha })],
+    [META.scoreDtype, cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE],
     [META.context, String(spec.contextTokens)],
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
   ]);
-  return { shards, store, tokenizer, prepared, models: modelIds.map((m) => m.name), spec, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
+  return { shards, store, tokenizer, prepared, models: modelIds.map((m) => m.name), spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
 }
 
 /** Run `f`; whatever it throws is a problem with the request (exit 2). */
@@ -244,13 +280,28 @@ async function configStep<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-/** C defaults to the smallest max context the models declare (config.json), else 2048; S to C. */
-function windowSpecOf(cfg: ScoreConfig, prepared: PreparedModel[]): WindowSpec {
-  const declared = prepared.map((p) => p.maxContext).filter((c): c is number => c !== null);
-  const modelMax = declared.length ? Math.min(...declared) : null;
-  const context = cfg.context ?? modelMax ?? 2048;
+/**
+ * C defaults to the smallest max context the models declare (config.json, a learned position table), else 2048,
+ * capped to what the memory budget holds (a power of two, said so); S to C. The batch size follows from the budget
+ * when --batch-tokens is not given, and a window that cannot fit is refused, with the numbers.
+ */
+async function limitsOf(cfg: ScoreConfig, prepared: PreparedModel[], tokenizerVocab: number): Promise<{ spec: WindowSpec; limits: RunLimits }> {
+  const declared = prepared.filter((p) => p.maxContext !== null).sort((a, b) => a.maxContext! - b.maxContext!)[0];
+  const modelMax = declared?.maxContext ?? null;
+  const memModels = await Promise.all(prepared.map((p) => memoryOf(p, tokenizerVocab)));
+  let context = cfg.context ?? modelMax ?? 2048;
+  let contextSource = cfg.context !== undefined ? '--context' : declared ? `from ${declared.name}'s ${declared.maxContextSource}` : 'default 2048';
   if (modelMax !== null && context > modelMax) {
-    throw new ConfigError(`--context ${context} is longer than the ${modelMax} positions a model declares (config.json next to the model); use --context ${modelMax} or less`);
+    throw new ConfigError(`--context ${context} is longer than the ${modelMax} positions model ${declared!.name} takes (${declared!.maxContextSource}); use --context ${modelMax} or less`);
+  }
+  if (cfg.context === undefined) {
+    const budget = planMemoryBudget(cfg);
+    const fit = maxContextFor({ models: memModels, device: cfg.device }, budget);
+    if (fit >= 2 && context > fit) {
+      const capped = 2 ** Math.floor(Math.log2(fit));
+      contextSource += `, capped to ${capped} because one window of ${context} tokens does not fit the memory budget`;
+      context = capped;
+    }
   }
   const spec: WindowSpec = { contextTokens: context, strideTokens: cfg.stride ?? context };
   try {
@@ -258,7 +309,48 @@ function windowSpecOf(cfg: ScoreConfig, prepared: PreparedModel[]): WindowSpec {
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
-  return spec;
+  let mem: MemoryPlan;
+  try {
+    mem = planMemory({ models: memModels, context, device: cfg.device, budget: cfg.memoryBudget, batchTokens: cfg.batchTokens });
+  } catch (e) {
+    throw new ConfigError(e instanceof MemoryBudgetError ? `memory: ${e.message}` : (e as Error).message);
+  }
+  const heads = Object.fromEntries(prepared.map((p) => [p.name, p.head.kind === 'chunked' ? `chunked head over vocabulary slices (V = ${p.dims.vocab})` : `full head (${p.head.reason})`]));
+  return {
+    spec,
+    limits: {
+      context, contextSource, stride: spec.strideTokens, batchTokens: mem.batchTokens, batchSource: mem.batchSource,
+      memoryBudgetBytes: mem.budgetBytes, memorySource: mem.budgetSource, estimateBytes: mem.estimateBytes, heads,
+    },
+  };
+}
+
+function planMemoryBudget(cfg: ScoreConfig): number {
+  const def = defaultBudget(cfg.device);
+  try {
+    return cfg.memoryBudget === undefined ? def.bytes : parseMemoryBudget(cfg.memoryBudget, def.base);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
+
+/** What the memory estimate needs to know about a prepared model (unknown dimensions: assumed large). */
+async function memoryOf(p: PreparedModel, tokenizerVocab: number): Promise<ModelMemory> {
+  let weightBytes = p.externalData.reduce((a, x) => a + x.bytes, 0);
+  try {
+    weightBytes += (await stat(p.sourcePath)).size;
+  } catch {
+    // prepared already read it; a vanished file fails later with its own message
+  }
+  return {
+    name: p.name,
+    vocab: p.dims.vocab ?? tokenizerVocab,
+    hidden: p.dims.hidden ?? 4096,
+    layers: p.dims.layers ?? 32,
+    heads: p.dims.heads ?? undefined,
+    weightBytes,
+    head: p.head.kind === 'chunked' ? { kind: 'chunked', sliceElements: p.head.sliceElements } : { kind: 'full' },
+  };
 }
 
 function runIdentity(cfg: ScoreConfig, models: { name: string; sha256: string }[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
@@ -274,6 +366,8 @@ function runIdentity(cfg: ScoreConfig, models: { name: string; sha256: string }[
     id_field: cfg.idField ?? null,
     unit_docs: cfg.unitDocs,
     format: cfg.format,
+    // Only when not float32, so float32 dirs written before the option existed stay resumable.
+    ...(cfg.scoreDtype && cfg.scoreDtype !== DEFAULT_SCORE_DTYPE ? { score_dtype: cfg.scoreDtype } : {}),
   };
   // Only when there are any, so that the identity of a run without them is what it always was.
   if (cfg.transforms?.length) identity.transforms = cfg.transforms.map((t) => t.name);
@@ -318,7 +412,8 @@ async function openScorers(cfg: ScoreConfig, plan: ScorePlan): Promise<Scorer[]>
 }
 
 /** The summary `rho score --json` prints; throws RejectRatioError (carrying it) when too much was rejected. */
-function summarize(cfg: ScoreConfig, store: OutputStore, executor: Executor, manifest: Manifest, stats: StageStats[], wall: number): RunSummary {
+function summarize(cfg: ScoreConfig, plan: ScorePlan, executor: Executor, manifest: Manifest, stats: StageStats[], wall: number): RunSummary {
+  const store = plan.store;
   const batch = stats.find((s) => s.name === 'batch')?.counters ?? {};
   const padded = batch.padded_positions ?? 0;
   const real = batch.real_positions ?? 0;
@@ -328,6 +423,7 @@ function summarize(cfg: ScoreConfig, store: OutputStore, executor: Executor, man
     manifest,
     run: { ...run, wall_seconds: wall, tokens_per_second: run.scored_tokens / wall, padding_fraction: padded ? 1 - real / padded : 0 },
     stages: stats,
+    limits: plan.limits,
   };
   const t = manifest.totals;
   if (t.docs_in > 0 && t.rejected / t.docs_in > cfg.maxRejectRatio) {
