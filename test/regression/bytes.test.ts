@@ -98,8 +98,13 @@ test('score, select and export write byte-identical files for the fixtures (gold
   }
   const golden = JSON.parse(readFileSync(GOLDEN, 'utf8')) as typeof got;
   t.deepEqual(Object.keys(got), Object.keys(golden), 'the same output dirs');
+  // Every difference at once (ava stops at a test's first failed assertion): file, golden hash, this run's.
+  const differ: string[] = [];
   for (const [dir, files] of Object.entries(golden)) {
     t.true(Object.keys(files).some((f) => /\.(parquet|arrow|bin)$/.test(f)), `${dir}: the golden list holds data files`);
-    t.deepEqual(got[dir], files, `${dir}: every file byte-identical`);
+    for (const f of new Set([...Object.keys(files), ...Object.keys(got[dir] ?? {})])) {
+      if (files[f] !== got[dir]?.[f]) differ.push(`${dir}/${f}: golden ${files[f]?.slice(0, 12) ?? 'absent'}, now ${got[dir]?.[f]?.slice(0, 12) ?? 'absent'}`);
+    }
   }
+  t.deepEqual(differ, [], 'every file byte-identical to the golden list');
 });
