@@ -184,7 +184,8 @@ export function positionPlot(runs: ReportRun[]): string {
   const markers = withPos.map((r) => {
     const P = r.profile.positions!;
     return { x: P.context - P.stride, text: runName(r, `C−S = ${P.context - P.stride}: later windows score from here`) };
-  }).filter((m) => m.x > 0);
+  }).filter((m, i, all) => m.x > 0 && all.findIndex((o) => o.x === m.x) === i)
+    .map((m) => (withPos.filter((r) => r.profile.positions!.context - r.profile.positions!.stride === m.x).length > 1 ? { ...m, text: m.text.replace(/^[AB]: /, '') } : m));
   const probe = new Frame(W, 260, { left: 44, right: 12, top: 8, bottom: 32 }, 0, C, 0, yMax);
   const placed = placeMarkerLabels(markers.map((m) => ({ x: probe.x(m.x), text: m.text })), probe.m.left, W - probe.m.right);
   const top = 8 + 12 * rowsUsed(placed);
