@@ -4,7 +4,7 @@
 // identity, provenance) and wires the two together.
 import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
-import { readShard } from '../../stages/read.js';
+import { readShard, readDocuments } from '../../stages/read.js';
 import { TextTokenizer, tokenizeStage } from '../../stages/tokenize.js';
 import { validateWindowSpec, windowStage } from '../../stages/window.js';
 import { batchStage } from '../../stages/batch.js';
@@ -13,16 +13,17 @@ import { assembleStage } from '../../stages/assemble.js';
 import { writeStage, sha256, type OutputFormat } from '../../stages/write.js';
 import { compose, type Stage, type StageStats } from '../../stages/stage.js';
 import { prepareModel, type PreparedModel } from '../../model/prepare.js';
+import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, provenanceViews, resolvedPath } from '../../schemas/contract.js';
+import { DEFAULT_SCORE_DTYPE, SCORE_DTYPES, isScoreDtype, type ScoreDtype } from '../../schemas/score-dtype.js';
 import { defaultBudget, gib, maxContextFor, MemoryBudgetError, parseMemoryBudget, planMemory, type MemoryPlan, type ModelMemory } from '../../model/memory.js';
 import { stat } from 'node:fs/promises';
-import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, combinedProvenance } from '../../schemas/contract.js';
 import { LAYOUT } from '../../schemas/layout.js';
 import { ConfigError, RejectRatioError } from '../../schemas/errors.js';
 import { crashPoint } from '../../schemas/crashpoints.js';
 import { RHO_VERSION } from '../../schemas/version.js';
 import type { OutputStore } from '../../schemas/store.js';
 import type { Manifest } from '../../schemas/manifest.js';
-import type { ScoredDocument, UnitRef, WindowSpec } from '../../schemas/types.js';
+import type { Document, DocumentSource, Flow, ScoredDocument, UnitRef, WindowSpec } from '../../schemas/types.js';
 import { resolveInputs, type InputShard } from '../io/inputs.js';
 import { openOutputStore, openerFor, countingOpener } from '../io/open.js';
 import { fileSha256 } from '../io/local.js';
@@ -41,7 +42,8 @@ export interface ModelSpec {
 export interface ScoreConfig {
   models: ModelSpec[];
   tokenizer: string;
-  inputs: string[];
+  /** Paths, globs, s3:// URIs, or document sources (rows: source = its name, row = index of the document). */
+  inputs: (string | DocumentSource)[];
   output: string;
   textField: string;
   idField?: string;
@@ -59,6 +61,8 @@ export interface ScoreConfig {
   appendEos: boolean;
   eosToken?: string;
   entropy: boolean;
+  /** How per-token scores are stored (default float32; schemas/score-dtype.ts). */
+  scoreDtype?: ScoreDtype;
   /** Documents per work unit (output file / completion record). */
   unitDocs: number;
   maxRejectRatio: number;
@@ -79,6 +83,10 @@ export interface ScoreConfig {
   store?: OutputStore;
   /** S3 settings for s3:// inputs and outputs (endpoint, retries). */
   s3?: S3Options;
+  /** Stages over documents between reading and tokenizing (filters, normalisers): what they drop is rejected with their reason. */
+  transforms?: Stage<Flow<Document>, Flow<Document>>[];
+  /** Scorers to use instead of onnxruntime over `models` (e.g. another backend); all must name the same models. */
+  scorers?: Scorer[];
 }
 
 export interface RunSummary {
@@ -122,6 +130,8 @@ interface ScorePlan {
   store: OutputStore;
   tokenizer: TextTokenizer;
   prepared: PreparedModel[];
+  /** Column names of the models, in order (from `models`, or from the custom scorers). */
+  models: string[];
   spec: WindowSpec;
   limits: RunLimits;
   identityJson: string;
@@ -138,7 +148,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const worldSize = cfg.worldSize ?? 1;
   if (worldSize > 1) await checkWorldSize(plan.store, { rank, worldSize, from: 'flags' });
   process.stderr.write(describeLimits(plan.limits).map((l) => `rho score: ${l}\n`).join(''));
-  const scorers = await openScorers(cfg, plan);
+  const scorers = cfg.scorers ?? (await openScorers(cfg, plan));
 
   let stats: StageStats[] = [];
   const stat = (name: string) => stats.find((s) => s.name === name);
@@ -155,7 +165,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       return c.output;
     });
   } finally {
-    await Promise.all(scorers.map((x) => x.close()));
+    if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
   }
   const manifest = await executor.writeManifest(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
   return summarize(cfg, plan, executor, manifest, stats, scoringSeconds);
@@ -164,28 +174,30 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
 /** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], executor: Executor): Stage<any, any>[] {
-  const models = plan.prepared.map((p) => p.name);
+  const models = plan.models;
   const shardBytes = new Map(plan.shards.map((s) => [s.source, s.bytes]));
   const metadata = (unit: UnitRef, records: number) => {
     const meta = new Map(plan.provenance);
     meta.set(META.inputs, JSON.stringify([{ source: unit.source, bytes: shardBytes.get(unit.source) }]));
     meta.set(META.unit, JSON.stringify({ source: unit.source, part: unit.part, first_row: unit.firstRow, rows: records }));
-    meta.set(META.all, combinedProvenance(meta));
-    return meta;
+    return provenanceViews(meta).keyValues;
   };
   return [
+    ...(cfg.transforms ?? []),
     tokenizeStage(plan.tokenizer),
     windowStage(plan.spec),
     batchStage({ batchTokens: plan.limits.batchTokens, contextTokens: plan.spec.contextTokens }),
     scoreStage(scorers),
     assembleStage({ models, entropy: cfg.entropy }),
     executor.gather<ScoredDocument>(),
-    writeStage({ models, entropy: cfg.entropy, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
+    writeStage({ models, entropy: cfg.entropy, scoreDtype: cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
   ];
 }
 
 /** A shard file as an executor input: its records through the reader, bytes counted for the progress line. */
-function shardInput(shard: InputShard, cfg: ScoreConfig): ExecutorInput {
+function shardInput(shard: InputShard & { documents?: DocumentSource }, cfg: ScoreConfig): ExecutorInput {
+  const src = shard.documents;
+  if (src) return { source: shard.source, bytes: 0, read: () => readDocuments(src) };
   return {
     source: shard.source,
     bytes: shard.bytes,
@@ -198,9 +210,16 @@ function shardInput(shard: InputShard, cfg: ScoreConfig): ExecutorInput {
 
 /** Flags that are wrong whatever the inputs: checked first. */
 function checkFlags(cfg: ScoreConfig): void {
-  if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  if (cfg.scorers) {
+    if (cfg.scorers.length === 0) throw new ConfigError('scorers: give at least one scorer');
+    const names = cfg.scorers.map((x) => x.modelNames.join(','));
+    if (new Set(names).size !== 1) throw new ConfigError(`scorers name different models (${names.join(' vs ')}); every scorer must score the same models`);
+  } else if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  for (const t of cfg.transforms ?? []) {
+    if (!t || typeof t.name !== 'string' || typeof t.run !== 'function') throw new ConfigError('transforms: each entry must be a stage { name, run(input, ctx) } (see filterDocuments, mapDocuments)');
+  }
   const names = new Set<string>();
-  for (const m of cfg.models) {
+  for (const m of cfg.scorers ? cfg.scorers[0].modelNames.map((name) => ({ name })) : cfg.models) {
     if (!MODEL_NAME_PATTERN.test(m.name)) throw new ConfigError(`model name "${m.name}" must match ${MODEL_NAME_PATTERN} (it becomes the column prefix <name>_logprob)`);
     if (names.has(m.name)) throw new ConfigError(`model name "${m.name}" given twice`);
     names.add(m.name);
@@ -208,11 +227,13 @@ function checkFlags(cfg: ScoreConfig): void {
   if (cfg.batchTokens !== undefined && (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2)) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
   if (!Number.isInteger(cfg.unitDocs) || cfg.unitDocs < 1) throw new ConfigError(`--unit-docs must be a positive integer (got ${cfg.unitDocs})`);
   if (!(cfg.maxRejectRatio >= 0 && cfg.maxRejectRatio <= 1)) throw new ConfigError(`--max-reject-ratio must be in [0, 1] (got ${cfg.maxRejectRatio})`);
+  if (!Array.isArray(cfg.inputs) || cfg.inputs.length === 0) throw new ConfigError('no --input given: name at least one shard or glob');
+  if (cfg.scoreDtype !== undefined && !isScoreDtype(cfg.scoreDtype)) throw new ConfigError(`--score-dtype must be one of ${SCORE_DTYPES.join(', ')} (got ${String(cfg.scoreDtype)})`);
 }
 
 /** Inputs, output store, tokenizer, models and window rule: everything that can be wrong is found here, before any work. */
 async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
-  const shards = await configStep(() => resolveInputs(cfg.inputs, cfg.s3));
+  const shards = await configStep(() => resolveAllInputs(cfg.inputs, cfg.s3));
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new ConfigError(`--world-size must be a positive integer (got ${worldSize})`);
@@ -222,7 +243,7 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
   const tokenizer = await configStep(async () => TextTokenizer.load(cfg.tokenizer, { appendEos: cfg.appendEos, eosToken: cfg.eosToken }));
   const cacheDir = cfg.cacheDir ?? DEFAULT_CACHE_DIR;
   const prepared: PreparedModel[] = [];
-  for (const m of cfg.models) {
+  for (const m of cfg.scorers ? [] : cfg.models) {
     try {
       prepared.push(await prepareModel({ path: m.path, name: m.name, cacheDir: join(cacheDir, 'models'), entropy: cfg.entropy }));
     } catch (e) {
@@ -231,18 +252,23 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
   }
   const { spec, limits } = await configStep(async () => limitsOf(cfg, prepared, tokenizer.info.vocabSize));
   const tokenizerSha = await fileSha256(cfg.tokenizer);
-  const identity = runIdentity(cfg, prepared, tokenizer, tokenizerSha, spec);
+  const modelIds = cfg.scorers
+    ? cfg.scorers[0].modelNames.map((name) => ({ name, path: null, sha256: cfg.scorers![0].fingerprint ?? 'custom-scorer', external_data: false }))
+    : prepared.map((p, i) => ({ name: p.name, path: cfg.models[i].path, resolved_path: p.sourcePath, sha256: p.sha256, external_data: p.externalData }));
+  const identity = runIdentity(cfg, modelIds, tokenizer, tokenizerSha, spec);
   const identityJson = JSON.stringify(identity, null, 2);
   const provenance = new Map<string, string>([
     [META.schemaVersion, String(SCHEMA_VERSION)],
     [META.rhoVersion, RHO_VERSION],
-    [META.models, JSON.stringify(prepared.map((p) => ({ name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData })))],
-    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, sha256: tokenizerSha })],
+    // Paths as given (what the user typed, portable across machines) and resolved (where they were).
+    [META.models, JSON.stringify(modelIds)],
+    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, resolved_path: resolvedPath(cfg.tokenizer), sha256: tokenizerSha })],
+    [META.scoreDtype, cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE],
     [META.context, String(spec.contextTokens)],
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
   ]);
-  return { shards, store, tokenizer, prepared, spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
+  return { shards, store, tokenizer, prepared, models: modelIds.map((m) => m.name), spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
 }
 
 /** Run `f`; whatever it throws is a problem with the request (exit 2). */
@@ -327,10 +353,10 @@ async function memoryOf(p: PreparedModel, tokenizerVocab: number): Promise<Model
   };
 }
 
-function runIdentity(cfg: ScoreConfig, prepared: PreparedModel[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
-  return {
+function runIdentity(cfg: ScoreConfig, models: { name: string; sha256: string }[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
+  const identity: RunIdentity = {
     schema_version: SCHEMA_VERSION,
-    models: prepared.map((p) => ({ name: p.name, sha256: p.sha256 })),
+    models: models.map((m) => ({ name: m.name, sha256: m.sha256 })),
     tokenizer_sha256: tokenizerSha,
     context: spec.contextTokens,
     stride: spec.strideTokens,
@@ -340,7 +366,34 @@ function runIdentity(cfg: ScoreConfig, prepared: PreparedModel[], tokenizer: Tex
     id_field: cfg.idField ?? null,
     unit_docs: cfg.unitDocs,
     format: cfg.format,
+    // Only when not float32, so float32 dirs written before the option existed stay resumable.
+    ...(cfg.scoreDtype && cfg.scoreDtype !== DEFAULT_SCORE_DTYPE ? { score_dtype: cfg.scoreDtype } : {}),
   };
+  // Only when there are any, so that the identity of a run without them is what it always was.
+  if (cfg.transforms?.length) identity.transforms = cfg.transforms.map((t) => t.name);
+  return identity;
+}
+
+/**
+ * Inputs in the order given: each string through resolveInputs (globs sorted), each document source as an
+ * input of its name. A name may appear once.
+ */
+async function resolveAllInputs(entries: (string | DocumentSource)[], s3: S3Options | undefined): Promise<(InputShard & { documents?: DocumentSource })[]> {
+  const out: (InputShard & { documents?: DocumentSource })[] = [];
+  const seen = new Set<string>();
+  for (const e of entries) {
+    if (typeof e === 'string') {
+      for (const sh of await resolveInputs([e], s3)) if (!seen.has(sh.source)) { seen.add(sh.source); out.push(sh); }
+      continue;
+    }
+    if (!e || typeof e.name !== 'string' || e.name === '' || typeof e.documents !== 'function') {
+      throw new Error('inputs: an entry that is not a string must be a document source { name: string, documents(): AsyncIterable<{ id?, text }> }');
+    }
+    if (seen.has(e.name)) throw new Error(`inputs: "${e.name}" is given twice (a document source's name is its identity, like a file's path)`);
+    seen.add(e.name);
+    out.push({ source: e.name, bytes: 0, documents: e });
+  }
+  return out;
 }
 
 /** One onnxruntime scorer per device (one worker thread each). A provider that cannot load is a config error. */
