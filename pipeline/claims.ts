@@ -8,8 +8,10 @@
 // N can succeed. The owner renews its lease every lease/3 by rewriting its own file. After the unit's
 // completion record is written, its claims are deleted.
 //
-// Safety does not rest on the lease: outputs are deterministic and written atomically, so in the worst case
-// (a paused runner wakes up after losing its lease) two runners write byte-identical files.
+// Safety does not rest on the lease nor on deterministic outputs: a unit is committed by creating its
+// completion record exclusively (commit.ts), and a runner checks its lease just before (holds()), so a
+// paused runner that wakes up after losing its lease drops its work; if two runners still race, one record
+// wins and only the winner's file becomes visible.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { OutputStore } from './store.js';
@@ -89,6 +91,17 @@ export class Claims {
     this.held.set(unit, body);
     this.startRenewal();
     return true;
+  }
+
+  /** The fence before committing: this runner holds `unit` and its lease has not run out. */
+  holds(unit: string, now = Date.now()): boolean {
+    const c = this.held.get(unit);
+    return c !== undefined && c.expires_at > now;
+  }
+
+  /** Stop renewing `unit` without touching its files (another runner committed it and will clear them). */
+  forget(unit: string): void {
+    this.held.delete(unit);
   }
 
   /** The unit is done (its completion record exists): drop every claim file of it. */

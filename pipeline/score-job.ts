@@ -16,7 +16,7 @@ import { prepareModel, type PreparedModel } from '../model/prepare.js';
 import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, combinedProvenance } from '../schemas/contract.js';
 import { resolveInputs, type InputShard } from './inputs.js';
 import type { OutputStore } from './store.js';
-import { LAYOUT, dataPath, donePath, rejectsPath, unitName, type CompletionRecord, type UnitId } from './units.js';
+import { LAYOUT, unitName, type CompletionRecord, type UnitId } from './units.js';
 import { Progress } from './progress.js';
 import { ConfigError, RejectRatioError } from './errors.js';
 import { Claims, DEFAULT_LEASE_SECONDS } from './claims.js';
@@ -25,7 +25,9 @@ import { openOutputStore, openerFor } from './output.js';
 import type { S3Options } from './s3.js';
 import { crashPoint } from './crashpoints.js';
 import { RHO_VERSION } from './version.js';
-import { buildManifest, readCompletionRecords, type Manifest } from './manifest.js';
+import { manifestOf, writeDirManifest, type Manifest } from './manifest.js';
+import { readOwnRecords, readRecords, ensureRunInfo, writeSummary, allRanksFinished } from './records.js';
+import { commitUnit, recoverStaged } from './commit.js';
 import type { Document, Rejected, ScoredDocument, TokenizedDocument, WindowSpec } from './types.js';
 
 export interface ModelSpec {
@@ -75,9 +77,11 @@ export interface ScoreConfig {
 
 export interface RunSummary {
   output: string;
+  /** 'dir': `manifest` is the whole dir's, written to manifest.json (this was the last rank to finish); 'rank': it covers this rank's units only. */
+  scope: 'dir' | 'rank';
   manifest: Manifest;
   /** This run only (units skipped because they were already done are not counted here). */
-  run: { units_written: number; units_skipped: number; units_other_rank: number; units_claimed_elsewhere: number; docs_in: number; scored: number; rejected: number; tokens: number; scored_tokens: number; wall_seconds: number; tokens_per_second: number; padding_fraction: number };
+  run: { units_written: number; units_skipped: number; units_other_rank: number; units_claimed_elsewhere: number; units_lost: number; docs_in: number; scored: number; rejected: number; tokens: number; scored_tokens: number; wall_seconds: number; tokens_per_second: number; padding_fraction: number };
 }
 
 export const DEFAULT_CACHE_DIR = process.env.RHO_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'rho');
@@ -209,8 +213,11 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   await claimOutputDir(store, identityJson, cfg.overwrite);
   if (worldSize > 1) await checkWorldSize(store, { rank, worldSize, from: 'flags' });
 
-  // Only whole `.json` records count: a crash can leave a `*.tmp` that was never renamed into place.
-  const done = new Set((await readCompletionRecords(store)).filter((r) => r.config_sha256 === configSha).map((r) => r.unit));
+  // What is done: only the records of the units this rank owns (its summary, else the records themselves);
+  // staged files a crash left between record and publish are published first (commit.ts).
+  const ownDone = new Map([...(await readOwnRecords(store, rank, worldSize)).records].filter(([, r]) => r.config_sha256 === configSha));
+  const done = new Set(ownDone.keys());
+  await recoverStaged(store, (u) => worldSize === 1 || ownerOf(u, worldSize) === rank);
 
   const deviceIds = cfg.device === 'cpu' ? [undefined] : (cfg.devices?.length ? cfg.devices : [cfg.deviceId ?? 0]);
   const scorers: Scorer[] = [];
@@ -235,9 +242,11 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
   ]);
+  const runInfo = { provenance: Object.fromEntries(provenance), inputs: shards };
+  const runFile = await ensureRunInfo(store, runInfo);
 
   // ---- the run ----
-  const run = { units_written: 0, units_skipped: 0, units_other_rank: 0, units_claimed_elsewhere: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
+  const run = { units_written: 0, units_skipped: 0, units_other_rank: 0, units_claimed_elsewhere: 0, units_lost: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
   let inputBytesDone = 0;
   // Bytes of the current shard read so far (streamed formats), so the ETA moves inside a large shard.
   let shardBytesRead = 0;
@@ -258,6 +267,11 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   let writeChain: Promise<void> = Promise.resolve();
 
   const fail = (e: unknown) => { failure ??= e instanceof Error ? e : new Error(String(e)); };
+  const finishedMeanwhile = async (name: string): Promise<boolean> => {
+    const [r] = await readRecords(store, [name]);
+    if (r) ownDone.set(name, r);
+    return r !== undefined;
+  };
 
   const maybeWrite = (u: UnitState) => {
     if (!u.closed || u.pendingDocs > 0 || u.writing) return;
@@ -289,27 +303,28 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     meta.set(META.inputs, JSON.stringify([{ source: shard.source, bytes: shard.bytes }]));
     meta.set(META.unit, JSON.stringify({ source: u.id.source, part: u.id.part, first_row: u.firstRow, rows: u.items.length }));
     meta.set(META.all, combinedProvenance(meta));
+    if (PERTURB) perturbScores(scored, modelNames);
     const bytes = encodeTable(scoredTable(scored, modelNames, cfg.entropy, spec, meta), cfg.format);
-    const file = dataPath(u.id, cfg.format, cfg.partitionBy === 'shard');
-    await store.writeAtomic(file, bytes);
-    crashPoint('unit-data-written');
-    let rejectsFile: string | null = null;
-    if (rejects.length) {
-      rejectsFile = rejectsPath(u.id);
-      await store.writeAtomic(rejectsFile, new TextEncoder().encode(rejects.map((r) => JSON.stringify(r)).join('\n') + '\n'));
-      crashPoint('unit-rejects-written');
-    }
     const tokens = scored.reduce((a, d) => a + d.tokenIds.length, 0);
-    const record: CompletionRecord = {
-      unit: unitName(u.id), source: u.id.source, part: u.id.part, first_row: u.firstRow,
-      docs_in: u.items.length, scored: scored.length, rejected: rejects.length, tokens, scored_tokens: scoredTokens,
-      file, bytes: bytes.length, sha256: sha256(bytes), rejects_file: rejectsFile, config_sha256: configSha,
-    };
-    await store.writeAtomic(donePath(u.id), new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
-    crashPoint('unit-record-written');
-    await claims.finish(unitName(u.id));
+    const name = unitName(u.id);
+    // Exactly once whatever the bytes: staged, fenced by the lease, decided by an exclusive record (commit.ts).
+    const result = await commitUnit(store, {
+      id: u.id, format: cfg.format, hive: cfg.partitionBy === 'shard', bytes,
+      rejects: rejects.length ? new TextEncoder().encode(rejects.map((r) => JSON.stringify(r)).join('\n') + '\n') : null,
+      record: { unit: name, source: u.id.source, part: u.id.part, first_row: u.firstRow, docs_in: u.items.length, scored: scored.length, rejected: rejects.length, tokens, scored_tokens: scoredTokens, config_sha256: configSha },
+    }, () => claims.holds(name));
     for (const it of u.items) if (it.kind === 'doc') docs.delete(it.st!.doc.docSeq);
     u.items = [];
+    if (!result.won) {
+      // Another runner committed this unit (or took it over after this runner's lease ran out): its record stands.
+      claims.forget(name);
+      if (result.record) ownDone.set(name, result.record);
+      run.units_lost++;
+      return;
+    }
+    const record = result.record;
+    ownDone.set(name, record);
+    await claims.finish(name);
     run.units_written++;
     run.docs_in += record.docs_in;
     run.scored += record.scored;
@@ -420,7 +435,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
             : ownerOf(name, worldSize) !== rank ? 'rank'
             : !(await claims.acquire(name)) ? 'claimed'
             // Finished by another runner since this one started (its claim is gone once it is done).
-            : (await store.exists(donePath(id))) ? (await claims.finish(name), 'done')
+            : (await finishedMeanwhile(name)) ? (await claims.finish(name), 'done')
             : null;
           if (!skip) crashPoint('claim-acquired');
           if (skip) {
@@ -465,17 +480,22 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     await Promise.all(scorers.map((x) => x.close()));
   }
 
-  const manifest = await buildManifest(store, {
-    provenance: Object.fromEntries(provenance),
-    inputs: shards,
-    configSha,
-    runMeta: { wall_seconds: progress.elapsedSeconds() },
+  // This rank's summary (its units' records, batched); the last rank to finish writes manifest.json.
+  const runMeta = { wall_seconds: progress.elapsedSeconds() };
+  await writeSummary(store, {
+    rank, world_size: worldSize, config_sha256: configSha, run_file: runFile,
+    complete: run.units_claimed_elsewhere === 0 && run.units_lost === 0, finished_at: new Date().toISOString(),
+    run: { ...run, ...runMeta }, records: [...ownDone.values()],
   });
-  crashPoint('manifest');
-  await store.writeAtomic(LAYOUT.manifest, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + '\n'));
+  crashPoint('summary-written');
+  const last = worldSize === 1 || (await allRanksFinished(store, worldSize));
+  const manifest = last
+    ? (await writeDirManifest(store, { runMeta, run: runInfo, configSha })).manifest
+    : manifestOf([...ownDone.values()], { ...runInfo, configSha, runMeta: { ...runMeta, scope: `rank ${rank} of ${worldSize}` } });
   const wall = scoringSeconds;
   const summary: RunSummary = {
     output: store.root,
+    scope: last ? 'dir' : 'rank',
     manifest,
     run: { ...run, wall_seconds: wall, tokens_per_second: run.scored_tokens / wall, padding_fraction: paddedPositions ? 1 - realPositions / paddedPositions : 0 },
   };
@@ -484,6 +504,20 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     throw Object.assign(new RejectRatioError(`${t.rejected} of ${t.docs_in} input documents were rejected (${((t.rejected / t.docs_in) * 100).toFixed(2)}% > --max-reject-ratio ${cfg.maxRejectRatio}); see ${cfg.output}/${LAYOUT.rejectsDir}/`), { summary });
   }
   return summary;
+}
+
+/**
+ * Test only (RHO_TEST_PERTURB_SCORES=1): every runner writes different bytes, as GPU kernels chosen by batch
+ * shape do, so the tests can show exactly-once does not rest on determinism. Scores move by < 1e-6 nats.
+ */
+const PERTURB = process.env.RHO_TEST_PERTURB_SCORES === '1';
+function perturbScores(docs: ScoredDocument[], models: string[]): void {
+  for (const d of docs) {
+    for (const m of models) {
+      const lp = d.scores.get(m)!.logprob;
+      for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) lp[i] -= Math.random() * 1e-6;
+    }
+  }
 }
 
 /**

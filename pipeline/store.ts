@@ -1,7 +1,7 @@
 // Where outputs live. Two-method-style interface (hyparquet's habit): the pipeline only writes whole files
 // atomically, reads them back, lists a prefix and creates a file only if absent (claims). Local disk here;
 // an object store implements the same calls.
-import { mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync } from 'node:fs';
+import { mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { writeFileAtomic } from '../stages/write.js';
 
@@ -16,6 +16,11 @@ export interface OutputStore {
   /** Relative paths of the files under `prefix` (recursive), sorted. */
   list(prefix: string): Promise<string[]>;
   remove(rel: string): Promise<void>;
+  /**
+   * Move `from` to `to` (replacing `to`); false when `from` does not exist. Local: rename(2), atomic. S3: a
+   * server-side copy (the new key appears whole) and a delete of the old one.
+   */
+  rename(from: string, to: string): Promise<boolean>;
   /** Check the store can be written at all, before any work (a clear error instead of a late failure). */
   checkWritable(): Promise<void>;
 }
@@ -96,6 +101,22 @@ export class LocalStore implements OutputStore {
 
   async remove(rel: string): Promise<void> {
     rmSync(this.abs(rel), { recursive: true, force: true });
+  }
+
+  async rename(from: string, to: string): Promise<boolean> {
+    const dst = this.abs(to);
+    mkdirSync(dirname(dst), { recursive: true });
+    try {
+      renameSync(this.abs(from), dst);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+    for (const d of new Set([dirname(dst), dirname(this.abs(from))])) {
+      const dfd = openSync(d, 'r');
+      try { fsyncSync(dfd); } finally { closeSync(dfd); }
+    }
+    return true;
   }
 
   async checkWritable(): Promise<void> {

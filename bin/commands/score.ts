@@ -131,7 +131,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
 
 function printSummary(s: RunSummary, json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify({ output: s.output, run: s.run, totals: s.manifest.totals, shards: s.manifest.shards }) + '\n');
+    process.stdout.write(JSON.stringify({ output: s.output, scope: s.scope, run: s.run, totals: s.manifest.totals, shards: s.manifest.shards }) + '\n');
     return;
   }
   const t = s.manifest.totals;
@@ -141,9 +141,11 @@ function printSummary(s: RunSummary, json: boolean): void {
     `  this run: ${r.units_written} units written, ${r.units_skipped} already done` +
       (r.units_other_rank ? `, ${r.units_other_rank} belong to other ranks` : '') +
       (r.units_claimed_elsewhere ? `, ${r.units_claimed_elsewhere} claimed by other live runners (rerun later to pick up any they leave)` : '') +
+      (r.units_lost ? `, ${r.units_lost} committed first by another runner (its output kept, this one's dropped)` : '') +
       `; ${r.docs_in} documents in = ${r.scored} scored + ${r.rejected} rejected`,
     `            ${r.tokens} tokens (${r.scored_tokens} scored) in ${fmtDuration(r.wall_seconds)}, ${Math.round(r.tokens_per_second)} scored tokens/s, padding ${(r.padding_fraction * 100).toFixed(1)}%`,
-    `  output dir: ${t.units_done} units, ${t.docs_in} documents in = ${t.scored} scored + ${t.rejected} rejected, ${t.tokens} tokens`,
+    (s.scope === 'dir' ? '  output dir: ' : '  this rank\'s share (manifest.json is written by the last rank to finish, or `rho manifest`): ') +
+      `${t.units_done} units, ${t.docs_in} documents in = ${t.scored} scored + ${t.rejected} rejected, ${t.tokens} tokens`,
   ];
   for (const sh of s.manifest.shards) lines.push(`    ${sh.source}: ${sh.docs_in} in = ${sh.scored} scored + ${sh.rejected} rejected, ${sh.tokens} tokens -> ${sh.key}/`);
   process.stdout.write(lines.join('\n') + '\n');
