@@ -16,6 +16,8 @@ import { LocalStore, type OutputStore } from './store.js';
 import { ConfigError } from './errors.js';
 import { Progress } from './progress.js';
 import type { Manifest } from './manifest.js';
+import { listSummaries, mapLimit, READ_CONCURRENCY, type RankSummary } from './records.js';
+import { STAGED_DIR, stagedPath } from './commit.js';
 
 export type Severity = 'error' | 'warning';
 
@@ -154,9 +156,15 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
   const referenced = new Set<string>();
   /** Units whose record exists but is unreadable: present for the missing-unit check, their data unverifiable. */
   const brokenUnits = new Set<string>();
-  for (const rel of recordFiles) {
+  // Read in parallel (bounded), checked in listing order.
+  const recordBytes = await mapLimit(recordFiles, READ_CONCURRENCY, (rel) => store.read(rel));
+  const recordByUnit = new Map<string, Uint8Array>();
+  for (const [i, rel] of recordFiles.entries()) {
     const unit = rel.slice(LAYOUT.doneDir.length + 1, -'.json'.length);
-    const rec = parseRecord(rel, (await store.read(rel))!, f);
+    const bytes = recordBytes[i];
+    if (!bytes) continue; // deleted since the listing
+    recordByUnit.set(unit, bytes);
+    const rec = parseRecord(rel, bytes, f);
     if (!rec) {
       brokenUnits.add(unit);
       referenced.add(`${unit}.${config.format}`);
@@ -172,9 +180,32 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
     records.push(rec);
   }
 
+  // ---- rank summaries: a cache of records, so each entry must equal the record it copies ----
+  const summaryFiles = (await listSummaries(store)).map((x) => x.rel);
+  const summaryBytes = await mapLimit(summaryFiles, READ_CONCURRENCY, (rel) => store.read(rel));
+  for (const [i, rel] of summaryFiles.entries()) {
+    let summary: RankSummary;
+    try {
+      summary = JSON.parse(text(summaryBytes[i] ?? new Uint8Array())) as RankSummary;
+    } catch (e) {
+      f.error('summary', rel, `rank summary is not valid JSON (${(e as Error).message}); delete it (it is rewritten by the rank's next run)`);
+      continue;
+    }
+    for (const r of summary.records ?? []) {
+      const stored = recordByUnit.get(r.unit);
+      if (stored && JSON.stringify(JSON.parse(text(stored))) !== JSON.stringify(r)) {
+        f.error('summary', rel, `the entry of unit ${r.unit} differs from ${LAYOUT.doneDir}/${r.unit}.json; delete the summary (the rank's next run rewrites it)`, { field: 'records' });
+      }
+    }
+  }
+
   // ---- orphans: data or rejects files no record claims ----
   for (const rel of all) {
     if (rel.endsWith('.tmp') || referenced.has(rel)) continue;
+    if (rel.startsWith(`${STAGED_DIR}/`)) {
+      f.warn('staged', rel, 'staged data file not published: a runner died before or just after committing its unit (rho score on this dir publishes or deletes it); not part of the output');
+      continue;
+    }
     if (!rel.startsWith('_rho/') && DATA_FILE.test(rel)) {
       f.warn('orphan', rel, 'data file without a completion record (left by a crash before the unit finished); rho score rewrites it, it is not part of the output');
     } else if (rel.startsWith(`${LAYOUT.rejectsDir}/`)) {
@@ -457,7 +488,9 @@ async function checkUnit(store: OutputStore, rec: CompletionRecord, config: RunI
   const rel = rec.file;
   const bytes = await store.read(rel);
   if (!bytes) {
-    f.error('file-missing', rel, `data file of unit ${rec.unit} is missing (its completion record exists); delete ${LAYOUT.doneDir}/${rec.unit}.json and rerun rho score`);
+    const staged = stagedPath(rec.unit, rec.sha256, rel.endsWith('.arrow') ? 'arrow' : 'parquet');
+    if (await store.exists(staged)) f.error('file-missing', rel, `data file of unit ${rec.unit} is not published yet (its runner died between committing and publishing; ${staged} holds it): rerun rho score on this dir to publish it`);
+    else f.error('file-missing', rel, `data file of unit ${rec.unit} is missing (its completion record exists); delete ${LAYOUT.doneDir}/${rec.unit}.json and rerun rho score`);
     shard.unreadableParts.add(rec.part);
     return;
   }
