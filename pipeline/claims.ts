@@ -99,9 +99,12 @@ export class Claims {
     return c !== undefined && c.expires_at > now;
   }
 
-  /** Stop renewing `unit` without touching its files (another runner committed it and will clear them). */
-  forget(unit: string): void {
+  /** Another runner committed `unit`: stop renewing it and delete this runner's own claim file (the winner clears the rest). */
+  async drop(unit: string): Promise<void> {
+    const body = this.held.get(unit);
     this.held.delete(unit);
+    await this.renewing;
+    if (body) await this.store.remove(claimFile(unit, body.gen)).catch(() => undefined);
   }
 
   /** The unit is done (its completion record exists): drop every claim file of it. */
@@ -125,8 +128,11 @@ export class Claims {
   private startRenewal(): void {
     if (this.timer) return;
     this.timer = setInterval(() => {
-      const writes = [...this.held].map(([unit, body]) => {
-        body.expires_at = Date.now() + this.leaseMs;
+      const now = Date.now();
+      // A lease that ran out (the process was paused or starved) is never revived: another runner may own the
+      // unit now, and holds() keeps answering false for it.
+      const writes = [...this.held].filter(([, body]) => body.expires_at > now).map(([unit, body]) => {
+        body.expires_at = now + this.leaseMs;
         return this.store.writeAtomic(claimFile(unit, body.gen), encode(body)).catch(() => undefined);
       });
       this.renewing = Promise.all([this.renewing, ...writes]);

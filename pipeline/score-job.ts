@@ -317,7 +317,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     u.items = [];
     if (!result.won) {
       // Another runner committed this unit (or took it over after this runner's lease ran out): its record stands.
-      claims.forget(name);
+      await claims.drop(name);
       if (result.record) ownDone.set(name, result.record);
       run.units_lost++;
       return;
