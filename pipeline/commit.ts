@@ -25,7 +25,8 @@ import { mapLimit, READ_CONCURRENCY } from './records.js';
 export const STAGED_DIR = '_rho/staged';
 
 export const stagedPath = (unit: string, sha: string, format: string): string => `${STAGED_DIR}/${unit}.${sha.slice(0, 16)}.${format}.staged`;
-const STAGED_NAME = /^_rho\/staged\/(.+)\.([0-9a-f]{16})\.(parquet|arrow)\.staged$/;
+// A staged file, or the temp file of one a crash left mid-write (local stores write a temp, then rename).
+const STAGED_NAME = /^_rho\/staged\/(.+)\.([0-9a-f]{16})\.(parquet|arrow)\.staged(\.\d+\.[0-9a-z]+\.tmp)?$/;
 
 export interface UnitOutput {
   id: UnitId;
@@ -96,7 +97,7 @@ export async function recoverStaged(store: OutputStore, mine: (unit: string) => 
   let deleted = 0;
   await mapLimit(staged, READ_CONCURRENCY, async ({ rel, m }) => {
     const unit = m![1];
-    const bytes = await store.read(`${LAYOUT.doneDir}/${unit}.json`);
+    const bytes = m![4] ? null : await store.read(`${LAYOUT.doneDir}/${unit}.json`);
     if (bytes) {
       const rec = JSON.parse(new TextDecoder().decode(bytes)) as CompletionRecord;
       if (rec.sha256.startsWith(m![2])) {

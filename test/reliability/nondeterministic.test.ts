@@ -6,7 +6,7 @@ import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { LocalStore, type OutputStore } from '../../pipeline/store.js';
 import { commitUnit, recoverStaged, stagedPath, STAGED_DIR, type UnitOutput } from '../../pipeline/commit.js';
@@ -63,6 +63,7 @@ test('crash between record and publish: the next runner publishes exactly the re
   // A loser's staged file (different bytes) and a dead runner's staged file of another unit without record.
   writeFileSync(join(dir, stagedPath(unitName(unit), sha(new TextEncoder().encode('loser')), 'parquet')), 'loser');
   const other = unitName({ source: 'data/b.jsonl', part: 3 });
+  mkdirSync(dirname(join(dir, stagedPath(other, 'f'.repeat(64), 'parquet'))), { recursive: true });
   writeFileSync(join(dir, stagedPath(other, 'f'.repeat(64), 'parquet')), 'dead');
   t.deepEqual(files(dir).filter((f) => !f.startsWith('_rho/')), [], 'nothing visible before recovery');
 
@@ -182,6 +183,7 @@ test('a runner paused past its lease while another takes its units over: it drop
   const ra = JSON.parse(aOut).run as { units_written: number; units_lost: number };
   const rb = JSON.parse(b.stdout).run as { units_written: number };
   t.log(`A (paused) wrote ${ra.units_written}, dropped ${ra.units_lost}; B wrote ${rb.units_written}; ${expectedUnits} units`);
+  t.log(JSON.stringify(ra), JSON.stringify(rb));
   t.is(ra.units_written + rb.units_written, expectedUnits);
   await exactlyOnce(t, out, 'paused');
 });

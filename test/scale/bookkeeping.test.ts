@@ -134,3 +134,16 @@ test('rho manifest on a dir no rank finished: exit 2 naming what is missing', as
   t.is(r.code, 2);
   t.regex(r.stderr, /no rank has finished yet/);
 });
+
+test('rho launch slurm follow-up step: rho manifest OUTPUT after every array task ended (afterany), a command bash parses', async (t) => {
+  const { manifestStepArgs } = await import('../../pipeline/launch-slurm.js');
+  const args = manifestStepArgs({ jobName: 'j', output: '/logs/%A_%a.log', partition: 'gpu', sbatch: ['--account=lm'], setup: ['module load x'], rhoCommand: 'rho',
+    scoreArgs: ['--model', 'm.onnx', '--output', 's3://b/o u t', '--s3-endpoint=http://e:1'] }, '1234');
+  t.true(args.includes('--dependency=afterany:1234'));
+  t.true(args.includes('--partition=gpu') && args.includes('--account=lm'));
+  t.true(args.includes('--output=/logs/%j_manifest.log'));
+  const wrap = args.find((a) => a.startsWith('--wrap='))!.slice('--wrap='.length);
+  t.is(wrap, "module load x && rho manifest 's3://b/o u t' --s3-endpoint http://e:1");
+  const { spawnSync } = await import('node:child_process');
+  t.is(spawnSync('bash', ['-n', '-c', wrap]).status, 0);
+});
