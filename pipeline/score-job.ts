@@ -26,8 +26,9 @@ import type { S3Options } from './s3.js';
 import { crashPoint } from './crashpoints.js';
 import { RHO_VERSION } from './version.js';
 import { manifestOf, writeDirManifest, type Manifest } from './manifest.js';
-import { readOwnRecords, readRecords, ensureRunInfo, writeSummary, allRanksFinished } from './records.js';
-import { commitUnit, recoverStaged } from './commit.js';
+import { readRecords, ensureRunInfo } from './records.js';
+import { commitUnit } from './commit.js';
+import { rankStart, rankEnd } from './rank-books.js';
 import type { Document, Rejected, ScoredDocument, TokenizedDocument, WindowSpec } from './types.js';
 
 export interface ModelSpec {
@@ -215,9 +216,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
 
   // What is done: only the records of the units this rank owns (its summary, else the records themselves);
   // staged files a crash left between record and publish are published first (commit.ts).
-  const ownDone = new Map([...(await readOwnRecords(store, rank, worldSize)).records].filter(([, r]) => r.config_sha256 === configSha));
+  const ownDone = (await rankStart(store, { rank, worldSize, configSha })).done;
   const done = new Set(ownDone.keys());
-  await recoverStaged(store, (u) => worldSize === 1 || ownerOf(u, worldSize) === rank);
 
   const deviceIds = cfg.device === 'cpu' ? [undefined] : (cfg.devices?.length ? cfg.devices : [cfg.deviceId ?? 0]);
   const scorers: Scorer[] = [];
@@ -482,13 +482,11 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
 
   // This rank's summary (its units' records, batched); the last rank to finish writes manifest.json.
   const runMeta = { wall_seconds: progress.elapsedSeconds() };
-  await writeSummary(store, {
+  const last = await rankEnd(store, {
     rank, world_size: worldSize, config_sha256: configSha, run_file: runFile,
     complete: run.units_claimed_elsewhere === 0 && run.units_lost === 0, finished_at: new Date().toISOString(),
     run: { ...run, ...runMeta }, records: [...ownDone.values()],
   });
-  crashPoint('summary-written');
-  const last = worldSize === 1 || (await allRanksFinished(store, worldSize));
   const manifest = last
     ? (await writeDirManifest(store, { runMeta, run: runInfo, configSha })).manifest
     : manifestOf([...ownDone.values()], { ...runInfo, configSha, runMeta: { ...runMeta, scope: `rank ${rank} of ${worldSize}` } });
