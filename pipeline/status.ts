@@ -133,15 +133,26 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
 
   let shardCount = 0;
   if (inputs?.length) {
-    let shards;
-    try {
-      shards = await resolveInputs(inputs, opts.s3);
-    } catch (e) {
-      throw new ConfigError((e as Error).message);
+    let shards: { source: string }[];
+    if (inputsFrom === 'flag') {
+      try {
+        shards = await resolveInputs(inputs, opts.s3);
+      } catch (e) {
+        throw new ConfigError((e as Error).message);
+      }
+    } else {
+      // Recorded by rho score as resolved sources: no glob to expand, no request per input.
+      shards = [...new Set(inputs)].map((source) => ({ source }));
     }
     shardCount = shards.length;
+    const bySource = new Map<string, typeof records>();
+    for (const r of records) {
+      let list = bySource.get(r.source);
+      if (!list) bySource.set(r.source, (list = []));
+      list.push(r);
+    }
     for (const s of shards) {
-      const mine = records.filter((r) => r.source === s.source).sort((a, b) => a.part - b.part);
+      const mine = (bySource.get(s.source) ?? []).sort((a, b) => a.part - b.part);
       const last = mine.at(-1);
       // Complete without reading the shard: parts 0..k all done and part k is short (the shard's end).
       let parts: number;
