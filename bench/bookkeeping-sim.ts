@@ -10,13 +10,13 @@ import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
 import { startRadosgw } from '../test/services/radosgw.js';
 import { startFaultProxy } from '../test/services/fault-proxy.js';
-import { S3Store, s3Client } from '../pipeline/s3.js';
-import { LAYOUT, unitName, dataPath, type CompletionRecord } from '../pipeline/units.js';
-import { ownerOf, WORLD_PATH } from '../pipeline/rank.js';
-import { ensureRunInfo, listSummaries, mapLimit, summaryPath, writeSummary } from '../pipeline/records.js';
-import { rankStart, rankEnd } from '../pipeline/rank-books.js';
-import { runStatus } from '../pipeline/status.js';
-import { writeDirManifest } from '../pipeline/manifest.js';
+import { S3Store, s3Client } from '../pipeline/io/s3.js';
+import { LAYOUT, unitName, dataPath, type CompletionRecord } from '../schemas/layout.js';
+import { ownerOf, WORLD_PATH } from '../pipeline/run/rank.js';
+import { ensureRunInfo, listSummaries, mapLimit, summaryPath, writeSummary } from '../pipeline/run/records.js';
+import { rankStart, rankEnd } from '../pipeline/run/rank-books.js';
+import { runStatus } from '../pipeline/launch/status.js';
+import { writeDirManifest } from '../pipeline/run/manifest.js';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);

@@ -7,7 +7,7 @@ import { pipeline, Readable, Transform, type TransformCallback } from 'node:stre
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { RecordBatchReader, tableFromIPC, DataType, type RecordBatch, type Vector } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
-import type { ReadItem } from '../pipeline/types.js';
+import type { ReadItem } from '../schemas/types.js';
 
 export interface ReadOptions {
   textField: string;

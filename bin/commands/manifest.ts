@@ -2,9 +2,9 @@
 // parallel. The last rank to finish does the same by itself; this is for a launcher's follow-up step, or by
 // hand after ranks were stopped or rerun out of order.
 import type { CommandModule } from 'yargs';
-import { writeDirManifest } from '../../pipeline/manifest.js';
-import { openOutputStore } from '../../pipeline/output.js';
-import { ConfigError, exitCodeOf } from '../../pipeline/errors.js';
+import { writeDirManifest } from '../../pipeline/run/manifest.js';
+import { openOutputStore } from '../../pipeline/io/open.js';
+import { ConfigError, exitCodeOf } from '../../schemas/errors.js';
 
 interface ManifestArgs {
   output: string;

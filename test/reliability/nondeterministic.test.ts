@@ -8,9 +8,10 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSy
 import { createHash } from 'node:crypto';
 import { dirname, join, relative } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { LocalStore, type OutputStore } from '../../pipeline/store.js';
-import { commitUnit, recoverStaged, stagedPath, STAGED_DIR, type UnitOutput } from '../../pipeline/commit.js';
-import { unitName, LAYOUT, type CompletionRecord } from '../../pipeline/units.js';
+import { LocalStore } from '../../pipeline/io/local.js';
+import type { OutputStore } from '../../schemas/store.js';
+import { commitUnit, recoverStaged, stagedPath, STAGED_DIR, type UnitOutput } from '../../pipeline/run/commit.js';
+import { dataPath, unitName, LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
 import { ROOT, RHO, TOKENIZER, CACHE, modelPath, shardPath, tmp } from '../helpers.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -26,7 +27,7 @@ function files(dir: string): string[] {
 
 const unit = { source: 'data/a.jsonl', part: 0 };
 const output = (bytes: Uint8Array): UnitOutput => ({
-  id: unit, format: 'parquet', hive: false, bytes, rejects: null,
+  file: dataPath(unit, 'parquet'), bytes, rejects: null,
   record: { unit: unitName(unit), source: unit.source, part: 0, first_row: 0, docs_in: 1, scored: 1, rejected: 0, tokens: 1, scored_tokens: 0, config_sha256: 'c' },
 });
 

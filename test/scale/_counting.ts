@@ -1,6 +1,6 @@
 // An OutputStore wrapper that records every call (method and path): request counts for the bookkeeping tests,
 // the same evidence strace would give for a local dir or an access log for S3.
-import type { OutputStore } from '../../pipeline/store.js';
+import type { OutputStore } from '../../schemas/store.js';
 
 export interface StoreCall { op: 'write' | 'create' | 'read' | 'exists' | 'list' | 'remove' | 'rename'; rel: string }
 

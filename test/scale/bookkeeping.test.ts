@@ -6,11 +6,11 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, dirname } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { LocalStore } from '../../pipeline/store.js';
-import { ownerOf } from '../../pipeline/rank.js';
-import { unitName, dataPath, LAYOUT, type CompletionRecord } from '../../pipeline/units.js';
-import { summaryPath } from '../../pipeline/records.js';
-import type { Manifest } from '../../pipeline/manifest.js';
+import { LocalStore } from '../../pipeline/io/local.js';
+import { ownerOf } from '../../pipeline/run/rank.js';
+import { unitName, dataPath, LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
+import { summaryPath } from '../../pipeline/run/records.js';
+import type { Manifest } from '../../pipeline/run/manifest.js';
 import { CountingStore } from './_counting.js';
 import { RHO, CACHE, ROOT, score, shardPath, tmp } from '../helpers.js';
 
@@ -136,7 +136,7 @@ test('rho manifest on a dir no rank finished: exit 2 naming what is missing', as
 });
 
 test('rho launch slurm follow-up step: rho manifest OUTPUT after every array task ended (afterany), a command bash parses', async (t) => {
-  const { manifestStepArgs } = await import('../../pipeline/launch-slurm.js');
+  const { manifestStepArgs } = await import('../../pipeline/launch/slurm.js');
   const args = manifestStepArgs({ jobName: 'j', output: '/logs/%A_%a.log', partition: 'gpu', sbatch: ['--account=lm'], setup: ['module load x'], rhoCommand: 'rho',
     scoreArgs: ['--model', 'm.onnx', '--output', 's3://b/o u t', '--s3-endpoint=http://e:1'] }, '1234');
   t.true(args.includes('--dependency=afterany:1234'));

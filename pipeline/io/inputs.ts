@@ -3,7 +3,7 @@
 import { statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { glob, isDynamicPattern } from 'tinyglobby';
-import { shardFormat } from '../stages/read.js';
+import { shardFormat } from '../../stages/read.js';
 import type { S3Options } from './s3.js';
 
 export interface InputShard {

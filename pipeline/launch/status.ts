@@ -1,16 +1,16 @@
 // `rho status OUTPUT`: where a (possibly sharded) run stands, from what is in the output alone:
 // completion records (done), claims (claimed / failed / expired), and the input list (missing units).
 import { createHash } from 'node:crypto';
-import { readShard } from '../stages/read.js';
-import { ConfigError } from './errors.js';
-import { readAllRecords, readRunInfo, mapLimit, READ_CONCURRENCY } from './records.js';
-import { isLive, type ClaimBody } from './claims.js';
-import { resolveInputs } from './inputs.js';
-import { openerFor } from './output.js';
-import { ownerOf, WORLD_PATH } from './rank.js';
-import type { OutputStore } from './store.js';
-import { LAYOUT, shardKey, unitName } from './units.js';
-import type { S3Options } from './s3.js';
+import { readShard } from '../../stages/read.js';
+import { ConfigError } from '../../schemas/errors.js';
+import { readAllRecords, readRunInfo, mapLimit, READ_CONCURRENCY } from '../run/records.js';
+import { isLive, type ClaimBody } from '../run/claims.js';
+import { resolveInputs } from '../io/inputs.js';
+import { openerFor } from '../io/open.js';
+import { ownerOf, WORLD_PATH } from '../run/rank.js';
+import type { OutputStore } from '../../schemas/store.js';
+import { LAYOUT, shardKey, unitName } from '../../schemas/layout.js';
+import type { S3Options } from '../io/s3.js';
 
 export type UnitState = 'done' | 'claimed' | 'failed' | 'missing';
 

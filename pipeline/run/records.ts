@@ -12,10 +12,10 @@
 // Records are created exclusively and never rewritten, so a summary that holds a unit's record is as good
 // as the record itself; the listing of `_rho/done/` stays the authority on which units are done.
 import { createHash } from 'node:crypto';
-import type { OutputStore } from './store.js';
-import { LAYOUT, type CompletionRecord } from './units.js';
+import type { OutputStore } from '../../schemas/store.js';
+import { LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
 import { ownerOf } from './rank.js';
-import type { InputShard } from './inputs.js';
+import type { InputShard } from '../io/inputs.js';
 
 /** Reads in flight at once. S3 serves thousands per second per prefix; 32 keeps one client's sockets busy without a flood. */
 export const READ_CONCURRENCY = 32;

@@ -14,8 +14,8 @@
 // wins and only the winner's file becomes visible.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type { OutputStore } from './store.js';
-import { LAYOUT } from './units.js';
+import type { OutputStore } from '../../schemas/store.js';
+import { LAYOUT } from '../../schemas/layout.js';
 
 export interface ClaimBody {
   unit: string;

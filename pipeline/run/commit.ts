@@ -15,10 +15,10 @@
 // A crash between 3 and 4 leaves a record and the staged file it vouches for: the next runner of the unit's
 // rank publishes it (recoverStaged). A crash before 3 leaves a staged file without record: deleted once no
 // live claim on the unit remains. So `DIR/**/*.parquet` only ever holds files whose record vouches for them.
-import type { OutputStore } from './store.js';
-import { LAYOUT, dataPath, donePath, rejectsPath, unitName, type CompletionRecord, type UnitId } from './units.js';
-import { sha256 } from '../stages/write.js';
-import { crashPoint } from './crashpoints.js';
+import type { OutputStore } from '../../schemas/store.js';
+import { LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
+import { sha256 } from '../../stages/write.js';
+import { crashPoint } from '../../schemas/crashpoints.js';
 import { isLive, readClaims } from './claims.js';
 import { mapLimit, READ_CONCURRENCY } from './records.js';
 
@@ -29,11 +29,11 @@ export const stagedPath = (unit: string, sha: string, format: string): string =>
 const STAGED_NAME = /^_rho\/staged\/(.+)\.([0-9a-f]{16})\.(parquet|arrow)\.staged(\.\d+\.[0-9a-z]+\.tmp)?$/;
 
 export interface UnitOutput {
-  id: UnitId;
-  format: 'parquet' | 'arrow';
-  hive: boolean;
+  /** The data file's path (relative to the output root) once published. */
+  file: string;
   bytes: Uint8Array;
-  rejects: Uint8Array | null;
+  /** The rejects file (a function of the input bytes alone, so the same for every runner). */
+  rejects: { file: string; bytes: Uint8Array } | null;
   /** The record's counts; file, bytes, sha256 and rejects_file are filled in here. */
   record: Omit<CompletionRecord, 'file' | 'bytes' | 'sha256' | 'rejects_file'>;
 }
@@ -45,32 +45,30 @@ export type CommitResult = { won: true; record: CompletionRecord } | { won: fals
  * ran out before the record could be created.
  */
 export async function commitUnit(store: OutputStore, out: UnitOutput, stillOwned: () => boolean): Promise<CommitResult> {
-  const name = unitName(out.id);
-  const file = dataPath(out.id, out.format, out.hive);
+  const r = out.record;
+  const file = out.file;
   const sha = sha256(out.bytes);
-  const staged = stagedPath(name, sha, out.format);
+  const staged = stagedPath(r.unit, sha, file.endsWith('.arrow') ? 'arrow' : 'parquet');
   await store.writeAtomic(staged, out.bytes);
   crashPoint('unit-data-written');
-  let rejectsFile: string | null = null;
   if (out.rejects) {
-    rejectsFile = rejectsPath(out.id);
-    await store.writeAtomic(rejectsFile, out.rejects);
+    await store.writeAtomic(out.rejects.file, out.rejects.bytes);
     crashPoint('unit-rejects-written');
   }
-  const record: CompletionRecord = { ...out.record, file, bytes: out.bytes.length, sha256: sha, rejects_file: rejectsFile } as CompletionRecord;
   // Field order as before this protocol (records stay byte-identical to older runs on CPU).
-  const ordered: CompletionRecord = {
-    unit: record.unit, source: record.source, part: record.part, first_row: record.first_row,
-    docs_in: record.docs_in, scored: record.scored, rejected: record.rejected, tokens: record.tokens, scored_tokens: record.scored_tokens,
-    file, bytes: record.bytes, sha256: sha, rejects_file: rejectsFile, config_sha256: record.config_sha256,
+  const record: CompletionRecord = {
+    unit: r.unit, source: r.source, part: r.part, first_row: r.first_row,
+    docs_in: r.docs_in, scored: r.scored, rejected: r.rejected, tokens: r.tokens, scored_tokens: r.scored_tokens,
+    file, bytes: out.bytes.length, sha256: sha, rejects_file: out.rejects?.file ?? null, config_sha256: r.config_sha256,
   };
   if (!stillOwned()) {
     await store.remove(staged);
     return { won: false, record: null, why: 'lease-lost' };
   }
-  const won = await store.createExclusive(donePath(out.id), new TextEncoder().encode(JSON.stringify(ordered, null, 2) + '\n'));
+  const done = `${LAYOUT.doneDir}/${r.unit}.json`;
+  const won = await store.createExclusive(done, new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
   if (!won) {
-    const bytes = await store.read(donePath(out.id));
+    const bytes = await store.read(done);
     const winner = bytes ? (JSON.parse(new TextDecoder().decode(bytes)) as CompletionRecord) : null;
     if (winner?.sha256 !== sha) await store.remove(staged);
     return { won: false, record: winner, why: 'lost-race' };
@@ -78,7 +76,7 @@ export async function commitUnit(store: OutputStore, out: UnitOutput, stillOwned
   crashPoint('unit-record-written');
   await publish(store, staged, file, out.bytes);
   crashPoint('unit-published');
-  return { won: true, record: ordered };
+  return { won: true, record };
 }
 
 /** Move the staged file into place; if it is gone (a recovering runner moved it already), write the bytes held in memory. */

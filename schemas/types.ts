@@ -79,3 +79,74 @@ export interface ScoredDocument extends TokenizedDocument {
   /** Per model name: logprob per token. Positions where the window rule gives no context hold NaN and are written as null. */
   scores: Map<string, { logprob: Float32Array; entropy?: Float32Array }>;
 }
+
+// ---- what flows between the stages of a job (stages/stage.ts has the stage contract) ----
+
+/** A work unit as the stages see it: `unitDocs` consecutive rows of one input, one output file. */
+export interface UnitRef {
+  /** `<shard key>/part-NNNNN`: the unit's identity in claims, completion records and file names. */
+  name: string;
+  source: string;
+  part: number;
+  /** Row of the input where the unit starts (part * unitDocs). */
+  firstRow: number;
+}
+
+/**
+ * The document stream of a job. Every record a unit holds enters as a `doc` or a `reject`; after its last one,
+ * the executor sends `end` with the unit's record count, so whoever gathers units knows when one is whole
+ * even though documents finish out of order. A stage passes on what it does not handle; a filter turns a
+ * `doc` into a `reject` (nothing vanishes: the count per unit never changes).
+ */
+export type Flow<D> =
+  | { kind: 'doc'; unit: UnitRef; doc: D }
+  | { kind: 'reject'; unit: UnitRef; reject: Rejected }
+  | { kind: 'end'; unit: UnitRef; records: number };
+
+/** A tokenized document with the windows that score it (stages/window.ts). */
+export interface WindowedDocument extends TokenizedDocument {
+  windows: Window[];
+}
+
+/** Out of the batch stage: every document (so that later stages can reassemble it), then the batches of its windows. */
+export type BatchFlow = Flow<WindowedDocument> | { kind: 'batch'; batch: Batch };
+
+/** Out of the score stage: documents as they passed, and each batch with the scores of every model. */
+export type ScoredBatchFlow = Flow<WindowedDocument> | { kind: 'scored'; batch: Batch; scores: Map<string, ModelBatchScores> };
+
+/** A whole unit, its records in input (row) order: what a writer turns into one data file. */
+export interface UnitRecords<D> {
+  unit: UnitRef;
+  /** Documents and rejects in row order. */
+  records: ({ kind: 'doc'; doc: D } | { kind: 'reject'; reject: Rejected })[];
+}
+
+/** A unit encoded as the bytes of its data file, ready for the executor to commit. */
+export interface EncodedUnit {
+  unit: UnitRef;
+  /** Path of the data file relative to the output root. */
+  file: string;
+  bytes: Uint8Array;
+  records: number;
+  scored: number;
+  rejects: Rejected[];
+  /** Tokens written (token_ids lengths summed) and tokens with a score. */
+  tokens: number;
+  scoredTokens: number;
+}
+
+/** Per-stage counters and time, in the summary and manifest.json (`run.stages`). */
+export interface StageStats {
+  name: string;
+  docs_in: number;
+  docs_out: number;
+  /** Tokens of the documents (or batches) in and out. */
+  tokens_in: number;
+  tokens_out: number;
+  /** Documents this stage turned into rejects. */
+  rejected: number;
+  /** Seconds spent in this stage's own code (time waiting for the stage before it is not counted). */
+  seconds: number;
+  /** Stage-specific counts (batches, padded positions, ...). */
+  counters: Record<string, number>;
+}

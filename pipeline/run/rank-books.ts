@@ -1,11 +1,11 @@
 // A rank's bookkeeping at its start and its end, in one place so that `rho score` and the scale simulation
 // (bench/bookkeeping-sim.ts) run the very same calls.
-import type { OutputStore } from './store.js';
-import type { CompletionRecord } from './units.js';
+import type { OutputStore } from '../../schemas/store.js';
+import type { CompletionRecord } from '../../schemas/layout.js';
 import { ownerOf } from './rank.js';
 import { allRanksFinished, readOwnRecords, writeSummary, type RankSummary, type ReadStats } from './records.js';
 import { recoverStaged } from './commit.js';
-import { crashPoint } from './crashpoints.js';
+import { crashPoint } from '../../schemas/crashpoints.js';
 
 /**
  * What is done among the units this rank owns (records of this configuration only), after publishing what a

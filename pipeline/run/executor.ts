@@ -1,0 +1,247 @@
+// The executor (datatrove's executor/step split): everything about *which* work a runner does and how it is
+// made durable, apart from the stages that do it. It cuts inputs into work units, skips units already done
+// (resume), owned by other ranks, or claimed by other live runners; feeds the records of its own units to the
+// stages; gathers each unit back whole; commits it exactly once (commit.ts: staged data, exclusive completion
+// record, publish) and releases its claim; keeps the accounting, the progress line, the rank's summary and,
+// for the last rank to finish, the manifest.
+import { rejectsPath, unitName } from '../../schemas/layout.js';
+import type { CompletionRecord } from '../../schemas/layout.js';
+import type { OutputStore } from '../../schemas/store.js';
+import type { Document, EncodedUnit, Flow, ReadItem, UnitRecords, UnitRef } from '../../schemas/types.js';
+import type { Manifest } from '../../schemas/manifest.js';
+import { crashPoint } from '../../schemas/crashpoints.js';
+import { stage, type Stage } from '../../stages/stage.js';
+import { Claims, DEFAULT_LEASE_SECONDS } from './claims.js';
+import { ownerOf } from './rank.js';
+import { Progress } from './progress.js';
+import { manifestOf, writeDirManifest } from './manifest.js';
+import { ensureRunInfo, readRecords } from './records.js';
+import { commitUnit } from './commit.js';
+import { rankStart, rankEnd } from './rank-books.js';
+
+/** One input of a run: a shard file or a document source, read record by record. */
+export interface ExecutorInput {
+  /** The `source` column and the input's identity (units are named after it). */
+  source: string;
+  /** Size in bytes for the progress ETA (0 when unknown). */
+  bytes: number;
+  /** The input's records in row order; `onBytes` reports bytes read, for the progress line only. */
+  read(onBytes: (n: number) => void): AsyncIterable<ReadItem>;
+}
+
+export interface ExecutorOptions {
+  store: OutputStore;
+  inputs: ExecutorInput[];
+  /** Records per work unit. */
+  unitDocs: number;
+  rank?: number;
+  worldSize?: number;
+  leaseSeconds?: number;
+  /** sha256 of the run identity: only completion records of this configuration count as done. */
+  configSha: string;
+  progress: boolean;
+  /** Live counts for the progress line (documents finished, tokens scored), read from the stages. */
+  live?: () => { docs: number; tokens: number };
+}
+
+/** This run only (units skipped because they were already done are not counted in the document counts). */
+export interface RunCounts {
+  units_written: number;
+  units_skipped: number;
+  units_other_rank: number;
+  units_claimed_elsewhere: number;
+  /** Units this runner scored but another runner committed first (or took over after this one's lease ran out). */
+  units_lost: number;
+  docs_in: number;
+  scored: number;
+  rejected: number;
+  tokens: number;
+  scored_tokens: number;
+}
+
+type Skip = 'done' | 'rank' | 'claimed' | null;
+
+export class Executor {
+  readonly counts: RunCounts = { units_written: 0, units_skipped: 0, units_other_rank: 0, units_claimed_elsewhere: 0, units_lost: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
+  readonly claims: Claims;
+  readonly progress: Progress;
+  private readonly rank: number;
+  private readonly worldSize: number;
+  private done = new Set<string>();
+  /** Records of the units this rank owns that are done: read at start, added as units commit; its summary at the end. */
+  private ownDone = new Map<string, CompletionRecord>();
+  private rejectsRead = 0;
+  private inputBytesDone = 0;
+  // Bytes of the current input read so far (streamed formats), so the ETA moves inside a large shard.
+  private shardBytesRead = 0;
+
+  private constructor(private readonly opts: ExecutorOptions) {
+    this.rank = opts.rank ?? 0;
+    this.worldSize = opts.worldSize ?? 1;
+    this.claims = new Claims(opts.store, this.rank, (opts.leaseSeconds ?? DEFAULT_LEASE_SECONDS) * 1000);
+    const live = opts.live ?? (() => ({ docs: 0, tokens: 0 }));
+    this.progress = new Progress(opts.inputs.reduce((a, s) => a + s.bytes, 0), () => ({ ...live(), rejected: this.rejectsRead, inputBytesDone: this.inputBytesDone + this.shardBytesRead }), opts.progress);
+  }
+
+  /**
+   * Read which of this rank's units are done already (resume): only the records of the units it owns (its
+   * summary, else the records themselves), never the whole dir; publish what a crash left staged.
+   */
+  static async open(opts: ExecutorOptions): Promise<Executor> {
+    const x = new Executor(opts);
+    x.ownDone = (await rankStart(opts.store, { rank: x.rank, worldSize: x.worldSize, configSha: opts.configSha })).done;
+    x.done = new Set(x.ownDone.keys());
+    return x;
+  }
+
+  /**
+   * Run a job: `build` turns the record stream of this runner's units into encoded units (the job's stages);
+   * each is committed as it comes. On failure every held claim is released, marked failed. Returns the seconds
+   * until the last unit was committed.
+   */
+  async execute(build: (source: AsyncIterable<Flow<Document>>) => AsyncIterable<EncodedUnit>): Promise<number> {
+    try {
+      for await (const unit of build(this.source())) await this.commit(unit);
+      return this.progress.elapsedSeconds();
+    } catch (e) {
+      await this.claims.releaseAll((e as Error).message);
+      throw e;
+    } finally {
+      this.claims.stopRenewal();
+      this.progress.stop();
+    }
+  }
+
+  /** The records of this runner's units, each unit closed by an `end` with its record count. */
+  async *source(): AsyncGenerator<Flow<Document>> {
+    for (const input of this.opts.inputs) {
+      this.shardBytesRead = 0;
+      yield* this.unitsOf(input);
+      this.inputBytesDone += input.bytes;
+      this.shardBytesRead = 0;
+    }
+  }
+
+  private async *unitsOf(input: ExecutorInput): AsyncGenerator<Flow<Document>> {
+    let open: UnitRef | null = null;
+    let records = 0;
+    const skipped = new Set<number>();
+    const onBytes = (n: number) => { this.shardBytesRead = Math.min(this.shardBytesRead + n, input.bytes || Infinity); };
+    for await (const item of input.read(onBytes)) {
+      const row = item.kind === 'doc' ? item.doc.row : item.reject.row;
+      const part = Math.floor(row / this.opts.unitDocs);
+      if (open && open.part !== part) {
+        yield { kind: 'end', unit: open, records };
+        open = null;
+      }
+      if (skipped.has(part)) continue;
+      if (!open) {
+        const unit: UnitRef = { name: unitName({ source: input.source, part }), source: input.source, part, firstRow: part * this.opts.unitDocs };
+        const skip = await this.decide(unit);
+        if (skip) {
+          skipped.add(part);
+          if (skip === 'done') this.counts.units_skipped++;
+          else if (skip === 'rank') this.counts.units_other_rank++;
+          else this.counts.units_claimed_elsewhere++;
+          continue;
+        }
+        open = unit;
+        records = 0;
+      }
+      records++;
+      if (item.kind === 'reject') {
+        this.rejectsRead++;
+        yield { kind: 'reject', unit: open, reject: item.reject };
+      } else yield { kind: 'doc', unit: open, doc: item.doc };
+    }
+    if (open) yield { kind: 'end', unit: open, records };
+  }
+
+  /** Whether this runner works on `unit`: not done, its rank's, and claimed by this runner. */
+  private async decide(unit: UnitRef): Promise<Skip> {
+    const { name } = unit;
+    if (this.done.has(name)) return 'done';
+    if (ownerOf(name, this.worldSize) !== this.rank) return 'rank';
+    if (!(await this.claims.acquire(name))) return 'claimed';
+    // Finished by another runner since this one started (its claim is gone once it is done).
+    const [meanwhile] = await readRecords(this.opts.store, [name]);
+    if (meanwhile) {
+      this.ownDone.set(name, meanwhile);
+      await this.claims.finish(name);
+      return 'done';
+    }
+    crashPoint('claim-acquired');
+    return null;
+  }
+
+  /** The gather stage: records of a unit, in any order, back into one whole unit in row order. */
+  gather<D extends { row: number }>(): Stage<Flow<D>, UnitRecords<D>> {
+    return stage('gather', async function* (input) {
+      const units = new Map<string, { unit: UnitRef; records: UnitRecords<D>['records']; expected: number | null }>();
+      for await (const it of input) {
+        let u = units.get(it.unit.name);
+        if (!u) units.set(it.unit.name, (u = { unit: it.unit, records: [], expected: null }));
+        if (it.kind === 'end') u.expected = it.records;
+        else u.records.push(it.kind === 'doc' ? { kind: 'doc', doc: it.doc } : { kind: 'reject', reject: it.reject });
+        if (u.expected !== null && u.records.length === u.expected) {
+          units.delete(it.unit.name);
+          const rowOf = (r: UnitRecords<D>['records'][number]) => (r.kind === 'doc' ? r.doc.row : r.reject.row);
+          u.records.sort((a, b) => rowOf(a) - rowOf(b));
+          yield { unit: u.unit, records: u.records };
+        }
+      }
+      if (units.size > 0) throw new Error(`internal: units ${[...units.keys()].join(', ')} never got all their records`);
+    });
+  }
+
+  /**
+   * Make a unit durable exactly once, whatever bytes other runners of it produced (commit.ts): staged data and
+   * rejects, the lease fence, the exclusive completion record, then the data file published.
+   */
+  async commit(e: EncodedUnit): Promise<void> {
+    const { store } = this.opts;
+    const result = await commitUnit(store, {
+      file: e.file, bytes: e.bytes,
+      rejects: e.rejects.length ? { file: rejectsPath(e.unit), bytes: new TextEncoder().encode(e.rejects.map((r) => JSON.stringify(r)).join('\n') + '\n') } : null,
+      record: {
+        unit: e.unit.name, source: e.unit.source, part: e.unit.part, first_row: e.unit.firstRow,
+        docs_in: e.records, scored: e.scored, rejected: e.rejects.length, tokens: e.tokens, scored_tokens: e.scoredTokens, config_sha256: this.opts.configSha,
+      },
+    }, () => this.claims.holds(e.unit.name));
+    if (!result.won) {
+      // Another runner's record stands (it scored this unit too, or took it over after this lease ran out).
+      await this.claims.drop(e.unit.name);
+      if (result.record) this.ownDone.set(e.unit.name, result.record);
+      this.counts.units_lost++;
+      return;
+    }
+    const record = result.record;
+    this.ownDone.set(e.unit.name, record);
+    await this.claims.finish(e.unit.name);
+    const c = this.counts;
+    c.units_written++;
+    c.docs_in += record.docs_in;
+    c.scored += record.scored;
+    c.rejected += record.rejected;
+    c.tokens += record.tokens;
+    c.scored_tokens += record.scored_tokens;
+    this.progress.draw();
+  }
+
+  /**
+   * The end of a rank: its summary (the records of its units, batched), then manifest.json if it is the last
+   * rank to finish ('dir'); otherwise the manifest of its own share, not written ('rank').
+   */
+  async finish(provenance: Record<string, string>, runMeta: Record<string, unknown>): Promise<{ manifest: Manifest; scope: 'dir' | 'rank' }> {
+    const { store, configSha } = this.opts;
+    const run = { provenance, inputs: this.opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes })) };
+    const runFile = await ensureRunInfo(store, run);
+    const last = await rankEnd(store, {
+      rank: this.rank, world_size: this.worldSize, config_sha256: configSha, run_file: runFile,
+      complete: this.counts.units_claimed_elsewhere === 0 && this.counts.units_lost === 0, finished_at: new Date().toISOString(),
+      run: { ...this.counts, ...runMeta, stages: undefined }, records: [...this.ownDone.values()],
+    });
+    if (last) return { manifest: (await writeDirManifest(store, { runMeta, run, configSha })).manifest, scope: 'dir' };
+    return { manifest: manifestOf([...this.ownDone.values()], { ...run, configSha, runMeta: { ...runMeta, scope: `rank ${this.rank} of ${this.worldSize}` } }), scope: 'rank' };
+  }
+}
