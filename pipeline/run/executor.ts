@@ -68,6 +68,8 @@ export class Executor {
   private readonly rank: number;
   private readonly worldSize: number;
   private done = new Set<string>();
+  /** `done` lists every done unit of this rank (from a listing), or only those of its summary (then check the rest). */
+  private doneKnown = true;
   /** Records of the units this rank owns that are done: read at start, added as units commit; its summary at the end. */
   private ownDone = new Map<string, CompletionRecord>();
   private rejectsRead = 0;
@@ -89,8 +91,10 @@ export class Executor {
    */
   static async open(opts: ExecutorOptions): Promise<Executor> {
     const x = new Executor(opts);
-    x.ownDone = (await rankStart(opts.store, { rank: x.rank, worldSize: x.worldSize, configSha: opts.configSha })).done;
+    const start = await rankStart(opts.store, { rank: x.rank, worldSize: x.worldSize, configSha: opts.configSha });
+    x.ownDone = start.done;
     x.done = new Set(x.ownDone.keys());
+    x.doneKnown = start.complete;
     return x;
   }
 
@@ -162,16 +166,23 @@ export class Executor {
     const { name } = unit;
     if (this.done.has(name)) return 'done';
     if (ownerOf(name, this.worldSize) !== this.rank) return 'rank';
+    if (!this.doneKnown && (await this.doneMeanwhile(name))) return 'done';
     if (!(await this.claims.acquire(name))) return 'claimed';
     // Finished by another runner since this one started (its claim is gone once it is done).
-    const [meanwhile] = await readRecords(this.opts.store, [name]);
-    if (meanwhile) {
-      this.ownDone.set(name, meanwhile);
+    if (await this.doneMeanwhile(name)) {
       await this.claims.finish(name);
       return 'done';
     }
     crashPoint('claim-acquired');
     return null;
+  }
+
+  /** One GET: whether `name` has a record of this configuration (then it is remembered for the summary). */
+  private async doneMeanwhile(name: string): Promise<boolean> {
+    const [r] = await readRecords(this.opts.store, [name]);
+    if (!r || r.config_sha256 !== this.opts.configSha) return false;
+    this.ownDone.set(name, r);
+    return true;
   }
 
   /** The gather stage: records of a unit, in any order, back into one whole unit in row order. */
@@ -200,14 +211,20 @@ export class Executor {
    */
   async commit(e: EncodedUnit): Promise<void> {
     const { store } = this.opts;
-    const result = await commitUnit(store, {
+    const output = {
       file: e.file, bytes: e.bytes,
       rejects: e.rejects.length ? { file: rejectsPath(e.unit), bytes: new TextEncoder().encode(e.rejects.map((r) => JSON.stringify(r)).join('\n') + '\n') } : null,
       record: {
         unit: e.unit.name, source: e.unit.source, part: e.unit.part, first_row: e.unit.firstRow,
         docs_in: e.records, scored: e.scored, rejected: e.rejects.length, tokens: e.tokens, scored_tokens: e.scoredTokens, config_sha256: this.opts.configSha,
       },
-    }, () => this.claims.holds(e.unit.name));
+    };
+    let result = await commitUnit(store, output, () => this.claims.holds(e.unit.name));
+    // This runner's own lease ran out (it was paused or starved): if nobody took the unit over, claim it again
+    // (the next generation) and commit the bytes it holds; if someone did, their commit decides.
+    if (!result.won && result.why === 'lease-lost' && (await this.claims.acquire(e.unit.name))) {
+      result = await commitUnit(store, output, () => this.claims.holds(e.unit.name));
+    }
     if (!result.won) {
       // Another runner's record stands (it scored this unit too, or took it over after this lease ran out).
       await this.claims.drop(e.unit.name);

@@ -2,9 +2,9 @@
 // input list, with bounded parallelism, touching only what a caller needs.
 //
 // Costs (S3 requests; a page lists 1,000 keys):
-// - a rank's start (readOwnRecords): the listing of `_rho/done/` (units/1000 pages), one GET of its own
-//   summary, one listing of `_rho/staged/`, and one GET per record it owns that its summary does not
-//   hold yet. Never a record of another rank's unit.
+// - a rank's start (readOwnRecords): one GET of its own summary and one listing of `_rho/staged/`; units the
+//   summary lacks cost one GET each when reached. Without a summary: the listing of `_rho/done/`
+//   (units/1000 pages) and one GET per record it owns. Never a record of another rank's unit.
 // - a rank's end: one PUT of its summary (`_rho/ranks/w<W>-r<R>.json`: every record of the units it owns,
 //   batched), one listing of `_rho/ranks/` to learn whether it is the last.
 // - a whole-dir reader (rho manifest, the last rank, rho status, rho verify): the listing of `_rho/done/`,
@@ -158,22 +158,22 @@ export interface ReadStats {
 }
 
 /**
- * What a rank needs at its start: the records of the units it owns (under `worldSize`), from its own summary
- * where it holds them, else read one by one (in parallel). Records of other ranks' units are never read.
+ * What a rank needs at its start: the records of the units it owns (under `worldSize`). With its summary
+ * (it finished before) that is one GET and no listing: the summary holds the records of its done units, and
+ * any unit it lacks is checked with one GET when the reader reaches it (`complete: false`). Without one (its
+ * first run, or it died before its end) the listing of `_rho/done/`, then one GET per record of its own
+ * units, in parallel (`complete: true`). Records of other ranks' units are never read.
  */
-export async function readOwnRecords(store: OutputStore, rank: number, worldSize: number): Promise<{ records: Map<string, CompletionRecord>; stats: ReadStats }> {
-  const [names, summary] = await Promise.all([listRecordUnits(store), readSummary(store, worldSize, rank)]);
-  const own = worldSize === 1 ? names : names.filter((u) => ownerOf(u, worldSize) === rank);
-  const fromSummary = new Map((summary?.records ?? []).map((r) => [r.unit, r]));
-  const records = new Map<string, CompletionRecord>();
-  const toRead: string[] = [];
-  for (const u of own) {
-    const r = fromSummary.get(u);
-    if (r) records.set(u, r);
-    else toRead.push(u);
+export async function readOwnRecords(store: OutputStore, rank: number, worldSize: number): Promise<{ records: Map<string, CompletionRecord>; complete: boolean; stats: ReadStats }> {
+  const summary = await readSummary(store, worldSize, rank);
+  if (summary) {
+    return { records: new Map(summary.records.map((r) => [r.unit, r])), complete: false, stats: { listed: 0, summaries_read: 1, records_read: 0 } };
   }
-  for (const r of await readRecords(store, toRead)) records.set(r.unit, r);
-  return { records, stats: { listed: names.length, summaries_read: summary ? 1 : 0, records_read: toRead.length } };
+  const names = await listRecordUnits(store);
+  const own = worldSize === 1 ? names : names.filter((u) => ownerOf(u, worldSize) === rank);
+  const records = new Map<string, CompletionRecord>();
+  for (const r of await readRecords(store, own)) records.set(r.unit, r);
+  return { records, complete: true, stats: { listed: names.length, summaries_read: 0, records_read: own.length } };
 }
 
 /**

@@ -14,7 +14,7 @@ export function parseRecord(rel: string, bytes: Uint8Array, f: Findings): Comple
   try {
     rec = JSON.parse(text(bytes)) as Record<string, unknown>;
   } catch (e) {
-    f.error('record', rel, `completion record is not valid JSON (truncated or corrupt: ${(e as Error).message}); delete it and rerun rho score to redo the unit`);
+    f.error('record', rel, `completion record is not valid JSON (truncated or corrupt: ${(e as Error).message}); delete it and the rank summaries (${LAYOUT.doneDir.replace("done", "ranks")}/, a cache of records) and rerun rho score to redo the unit`);
     return null;
   }
   if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) {
@@ -47,7 +47,7 @@ export async function checkUnit(store: OutputStore, rec: CompletionRecord, confi
   if (!bytes) {
     const staged = stagedPath(rec.unit, rec.sha256, rel.endsWith('.arrow') ? 'arrow' : 'parquet');
     if (await store.exists(staged)) f.error('file-missing', rel, `data file of unit ${rec.unit} is not published yet (its runner died between committing and publishing; ${staged} holds it): rerun rho score on this dir to publish it`);
-    else f.error('file-missing', rel, `data file of unit ${rec.unit} is missing (its completion record exists); delete ${LAYOUT.doneDir}/${rec.unit}.json and rerun rho score`);
+    else f.error('file-missing', rel, `data file of unit ${rec.unit} is missing (its completion record exists); delete ${LAYOUT.doneDir}/${rec.unit}.json and the rank summaries (_rho/ranks/, a cache of records) and rerun rho score`);
     shard.unreadableParts.add(rec.part);
     return;
   }
