@@ -89,13 +89,13 @@ async function readRecords(store: OutputStore, all: string[], config: RunIdentit
   const brokenUnits = new Set<string>();
   // Read in parallel (bounded), checked in listing order.
   const recordBytes = await mapLimit(recordFiles, READ_CONCURRENCY, (rel) => store.read(rel));
-  const recordByUnit = new Map<string, Uint8Array>();
+  const recordByUnit = new Map<string, CompletionRecord>();
   for (const [i, rel] of recordFiles.entries()) {
     const unit = rel.slice(LAYOUT.doneDir.length + 1, -'.json'.length);
     const bytes = recordBytes[i];
     if (!bytes) continue; // deleted since the listing
-    recordByUnit.set(unit, bytes);
     const rec = parseRecord(rel, bytes, f);
+    if (rec) recordByUnit.set(unit, rec);
     if (!rec) {
       brokenUnits.add(unit);
       referenced.add(`${unit}.${config.format}`);
@@ -111,7 +111,8 @@ async function readRecords(store: OutputStore, all: string[], config: RunIdentit
     records.push(rec);
   }
 
-  // Rank summaries: a cache of records, so each entry must equal the record it copies.
+  // Rank summaries: a cache of records, so each entry should equal the record it copies. The records are the
+  // authority (a stale manifest built from a stale summary is an error of its own, below): a warning.
   const summaryFiles = (await listSummaries(store)).map((x) => x.rel);
   const summaryBytes = await mapLimit(summaryFiles, READ_CONCURRENCY, (rel) => store.read(rel));
   for (const [i, rel] of summaryFiles.entries()) {
@@ -119,13 +120,13 @@ async function readRecords(store: OutputStore, all: string[], config: RunIdentit
     try {
       summary = JSON.parse(text(summaryBytes[i] ?? new Uint8Array())) as RankSummary;
     } catch (e) {
-      f.error('summary', rel, `rank summary is not valid JSON (${(e as Error).message}); delete it (the rank's next run rewrites it)`);
+      f.warn('summary', rel, `rank summary is not valid JSON (${(e as Error).message}); delete it (the rank's next run rewrites it)`);
       continue;
     }
     for (const r of summary.records ?? []) {
       const stored = recordByUnit.get(r.unit);
-      if (stored && JSON.stringify(JSON.parse(text(stored))) !== JSON.stringify(r)) {
-        f.error('summary', rel, `the entry of unit ${r.unit} differs from ${LAYOUT.doneDir}/${r.unit}.json; delete the summary (the rank's next run rewrites it)`, { field: 'records' });
+      if (stored && JSON.stringify(stored) !== JSON.stringify(r)) {
+        f.warn('summary', rel, `the entry of unit ${r.unit} differs from ${LAYOUT.doneDir}/${r.unit}.json; delete the summary (the rank's next run rewrites it)`, { field: 'records' });
       }
     }
   }
