@@ -59,7 +59,8 @@ function hashes(dir: string): Record<string, string> {
   const walk = (d: string) => {
     for (const n of readdirSync(d).sort()) {
       const p = join(d, n);
-      if (statSync(p).isDirectory()) { if (n !== 'claims') walk(p); continue; }
+      // Claims, rank summaries (wall-clock time) and run info (the input list as typed): bookkeeping, not data.
+      if (statSync(p).isDirectory()) { if (!['claims', 'ranks', 'runs'].includes(n)) walk(p); continue; }
       const rel = relative(dir, p);
       // Reports that name the (temporary) dirs or hold wall-clock time, not data.
       if (rel === 'manifest.json' || rel === '_rho/select.json') continue;
