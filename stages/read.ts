@@ -3,11 +3,12 @@
 // adds up. It throws only when the file cannot be opened at all.
 import { createReadStream, openAsBlob } from 'node:fs';
 import { createGunzip } from 'node:zlib';
-import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { RecordBatchReader, tableFromIPC, DataType, type RecordBatch, type Vector } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
-import type { ReadItem } from '../schemas/types.js';
+import type { DocumentSource, ReadItem } from '../schemas/types.js';
+import { stage, type Stage } from './stage.js';
 
 export interface ReadOptions {
   textField: string;
@@ -56,36 +57,74 @@ export function readShard(source: string, opts: ReadOptions, opener: ShardOpener
   return readArrow(source, opts, opener);
 }
 
-function zstdStream(): Transform {
-  let push: (chunk: Uint8Array) => void = () => {};
-  const decoder = new ZstdDecompress((chunk) => push(chunk));
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      push = (c) => this.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
-      try { decoder.push(chunk); cb(); } catch (e) { cb(e as Error); }
-    },
-    flush(cb: TransformCallback) {
-      push = (c) => this.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
-      try {
-        decoder.push(new Uint8Array(0), true);
-        cb();
-      } catch (e) {
-        cb(new Error(`truncated or corrupt zstd stream (${(e as Error).message})`));
-      }
-    },
+/**
+ * The read stage, for pipelines composed without the executor (the executor reads its inputs itself, unit by
+ * unit): shard paths (or document sources) in, their records out, in order.
+ */
+export function readStage(opts: ReadOptions, opener: ShardOpener = localFiles): Stage<string | DocumentSource, ReadItem> {
+  return stage('read', async function* (inputs) {
+    for await (const input of inputs) yield* typeof input === 'string' ? readShard(input, opts, opener) : readDocuments(input);
   });
+}
+
+/**
+ * A document source's records: row = the index of the document it yielded. A document without a string `text`,
+ * or with an `id` that is neither a non-empty string nor a number, is a reject naming the source, row and field.
+ */
+export async function* readDocuments(src: DocumentSource): AsyncGenerator<ReadItem> {
+  let row = 0;
+  for await (const d of src.documents()) {
+    const r = row++;
+    if (d === null || typeof d !== 'object') {
+      yield reject(src.name, r, null, 'line', `document source "${src.name}" yielded ${typeOf(d)}, expected an object { id?, text }`);
+      continue;
+    }
+    const rec = d as unknown as Record<string, unknown>;
+    if (rec.id === undefined) yield fromRecord(src.name, r, rec, { textField: 'text' }, '');
+    else yield fromRecord(src.name, r, rec, { textField: 'text', idField: 'id' }, '');
+  }
+}
+
+/** Decoded bytes one push into the zstd decoder should produce. fzstd decodes synchronously everything a push
+ * completes, so handing it whole 1 MiB reads of highly compressible text (500:1) put 500 MiB in memory at once;
+ * the input is therefore cut into slices sized by the ratio seen so far (1-64 KiB). */
+const ZSTD_OUT_PER_PUSH = 1 << 20;
+
+/** zstd decoding with memory bounded by one slice's output: pulled, so nothing is decoded before it is wanted. */
+async function* zstdChunks(input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  let out: Buffer[] = [];
+  let fed = 0;
+  let decoded = 0;
+  const decoder = new ZstdDecompress((c) => { decoded += c.byteLength; out.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength)); });
+  for await (const chunk of input) {
+    for (let i = 0; i < chunk.length;) {
+      const ratio = fed > 0 ? Math.max(1, decoded / fed) : 64;
+      const slice = Math.min(64 << 10, Math.max(1 << 10, Math.floor(ZSTD_OUT_PER_PUSH / ratio)));
+      decoder.push(chunk.subarray(i, i + slice));
+      fed += Math.min(slice, chunk.length - i);
+      i += slice;
+      if (out.length) { const o = out; out = []; yield* o; }
+    }
+  }
+  try {
+    decoder.push(new Uint8Array(0), true);
+  } catch (e) {
+    throw new Error(`truncated or corrupt zstd stream (${(e as Error).message})`);
+  }
+  yield* out;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 async function* jsonlLines(source: string, compression: 'gzip' | 'zstd' | null, opener: ShardOpener): AsyncGenerator<{ line: Buffer; lineNo: number } | { error: Error; lineNo: number }> {
-  let input: Readable = opener.stream(source);
+  let input: AsyncIterable<Buffer> = opener.stream(source);
   // pipeline() (unlike pipe()) forwards a read error of the file to the decompressor, so the loop below ends.
-  if (compression) input = pipeline(input, compression === 'gzip' ? createGunzip() : zstdStream(), () => {});
+  if (compression === 'gzip') input = pipeline(input as Readable, createGunzip(), () => {});
+  else if (compression === 'zstd') input = zstdChunks(input);
   let carry: Buffer | null = null;
   let lineNo = 0;
   try {
-    for await (const chunk of input as AsyncIterable<Buffer>) {
+    for await (const chunk of input) {
       const buf: Buffer = carry ? Buffer.concat([carry, chunk]) : chunk;
       let start = 0;
       for (;;) {

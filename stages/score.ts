@@ -48,12 +48,20 @@ export function alignScores(raw: Float32Array, rows: number, width: number, leng
 export interface Scorer {
   /** Model names, in column order: the output gets `<name>_logprob` (and `<name>_entropy`) for each. */
   readonly modelNames: readonly string[];
+  /**
+   * What identifies the scores a custom scorer gives (e.g. a hash of its weights), for the run identity and
+   * provenance: a rerun with another fingerprint is refused. Default 'custom-scorer'. OnnxScorer runs are
+   * identified by the models' sha256 instead.
+   */
+  readonly fingerprint?: string;
   score(batch: Batch): Promise<Map<string, ModelBatchScores>>;
   close(): Promise<void>;
 }
 
 export class OnnxScorer implements Scorer {
   readonly vocabSizes = new Map<string, number>();
+  /** Per model: graph nodes run by each onnxruntime execution provider in the opening probe (from its profile). */
+  readonly nodeProviders = new Map<string, Record<string, number>>();
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private failure: Error | null = null;
@@ -120,6 +128,16 @@ export class OnnxScorer implements Scorer {
       for (const m of opts.models) {
         const v = probe[m.name]!.vocabSize;
         scorer.vocabSizes.set(m.name, v);
+        const providers = probe[m.name]!.providers ?? {};
+        scorer.nodeProviders.set(m.name, providers);
+        // onnxruntime adds the CPU provider behind any other for nodes it cannot place: a session that put no node
+        // on the requested device is a CPU run in disguise, so it is refused.
+        if (opts.device !== 'cpu' && !Object.keys(providers).some((p) => p.toLowerCase().startsWith(opts.device))) {
+          throw new Error(
+            `--device ${opts.device}: onnxruntime ran no node of model "${m.name}" (${m.sourcePath}) on the ${opts.device} provider ` +
+              `(nodes per provider: ${JSON.stringify(providers)}); refusing a silent CPU fallback`,
+          );
+        }
         if (opts.tokenizerVocabSize > v) {
           throw new Error(
             `tokenizer vocabulary (${opts.tokenizerVocabSize} tokens) is larger than the vocabulary of model "${m.name}" ` +

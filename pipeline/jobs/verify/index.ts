@@ -17,7 +17,9 @@ import { Progress } from '../../run/progress.js';
 import { Findings, DATA_FILE, text, type RunIdentityView, type ShardSeen, type VerifyOptions, type VerifyReport } from './report.js';
 import { parseRecord, checkUnit, checkRejects } from './records.js';
 import { readManifest, manifestInputs, checkManifest } from './manifest.js';
-import { checkInput } from './inputs.js';
+import { checkInput, fileToCheck, sourceToCheck } from './inputs.js';
+import { listSummaries, mapLimit, READ_CONCURRENCY, type RankSummary } from '../../run/records.js';
+import { STAGED_DIR } from '../../run/commit.js';
 
 export type { Severity, Finding, VerifyOptions, VerifyReport } from './report.js';
 
@@ -85,9 +87,15 @@ async function readRecords(store: OutputStore, all: string[], config: RunIdentit
   const referenced = new Set<string>();
   /** Units whose record exists but is unreadable: present for the missing-unit check, their data unverifiable. */
   const brokenUnits = new Set<string>();
-  for (const rel of recordFiles) {
+  // Read in parallel (bounded), checked in listing order.
+  const recordBytes = await mapLimit(recordFiles, READ_CONCURRENCY, (rel) => store.read(rel));
+  const recordByUnit = new Map<string, CompletionRecord>();
+  for (const [i, rel] of recordFiles.entries()) {
     const unit = rel.slice(LAYOUT.doneDir.length + 1, -'.json'.length);
-    const rec = parseRecord(rel, (await store.read(rel))!, f);
+    const bytes = recordBytes[i];
+    if (!bytes) continue; // deleted since the listing
+    const rec = parseRecord(rel, bytes, f);
+    if (rec) recordByUnit.set(unit, rec);
     if (!rec) {
       brokenUnits.add(unit);
       referenced.add(`${unit}.${config.format}`);
@@ -103,9 +111,33 @@ async function readRecords(store: OutputStore, all: string[], config: RunIdentit
     records.push(rec);
   }
 
+  // Rank summaries: a cache of records, so each entry should equal the record it copies. The records are the
+  // authority (a stale manifest built from a stale summary is an error of its own, below): a warning.
+  const summaryFiles = (await listSummaries(store)).map((x) => x.rel);
+  const summaryBytes = await mapLimit(summaryFiles, READ_CONCURRENCY, (rel) => store.read(rel));
+  for (const [i, rel] of summaryFiles.entries()) {
+    let summary: RankSummary;
+    try {
+      summary = JSON.parse(text(summaryBytes[i] ?? new Uint8Array())) as RankSummary;
+    } catch (e) {
+      f.warn('summary', rel, `rank summary is not valid JSON (${(e as Error).message}); delete it (the rank's next run rewrites it)`);
+      continue;
+    }
+    for (const r of summary.records ?? []) {
+      const stored = recordByUnit.get(r.unit);
+      if (stored && JSON.stringify(stored) !== JSON.stringify(r)) {
+        f.warn('summary', rel, `the entry of unit ${r.unit} differs from ${LAYOUT.doneDir}/${r.unit}.json; delete the summary (the rank's next run rewrites it)`, { field: 'records' });
+      }
+    }
+  }
+
   // Orphans: data or rejects files no record claims.
   for (const rel of all) {
     if (rel.endsWith('.tmp') || referenced.has(rel)) continue;
+    if (rel.startsWith(`${STAGED_DIR}/`)) {
+      f.warn('staged', rel, 'staged data file not published: a runner died before or just after committing its unit (rho score on this dir publishes or deletes it); not part of the output');
+      continue;
+    }
     if (!rel.startsWith('_rho/') && DATA_FILE.test(rel)) {
       f.warn('orphan', rel, 'data file without a completion record (left by a crash before the unit finished); rho score rewrites it, it is not part of the output');
     } else if (rel.startsWith(`${LAYOUT.rejectsDir}/`)) {
@@ -198,9 +230,10 @@ async function checkData(store: OutputStore, shards: Map<string, ShardSeen>, rec
 async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: string; bytes: number }[], config: RunIdentityView, opts: VerifyOptions, f: Findings, report: VerifyReport): Promise<void> {
   const resolve = (source: string) => (opts.inputsBase && !isAbsolute(source) && !source.includes('://') ? join(opts.inputsBase, source) : source);
   // s3:// inputs are read through the S3 opener (a missing key is then a read error, reported per shard).
-  const reachable = (p: string) => isS3Uri(p) || (existsSync(p) && statSync(p).isFile());
+  const given = new Map((opts.sources ?? []).map((src) => [src.name, src]));
+  const reachable = (p: string) => given.has(p) || isS3Uri(p) || (existsSync(p) && statSync(p).isFile());
   const sources = [...shards.keys()];
-  const unreachable = sources.filter((src) => !reachable(resolve(src)));
+  const unreachable = sources.filter((src) => !given.has(src) && !reachable(resolve(src)));
   report.inputs.unreachable = unreachable;
   if (opts.inputs === true) {
     for (const src of unreachable) f.error('input', src, `input not reachable at ${resolve(src)}; pass --inputs-base DIR (the directory rho score ran in) or --no-inputs`);
@@ -209,7 +242,9 @@ async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: 
     const bytesBySource = new Map(inputList.map((i) => [i.source, i.bytes]));
     for (const s of shards.values()) {
       if (unreachable.includes(s.source)) continue;
-      await checkInput(resolve(s.source), s, config, bytesBySource.get(s.source), f, await openerFor(s.source, opts.s3));
+      const src = given.get(s.source);
+      const input = src ? sourceToCheck(src) : fileToCheck(resolve(s.source), config, await openerFor(s.source, opts.s3));
+      await checkInput(input, s, config, bytesBySource.get(s.source), f);
       report.inputs.checked.push(s.source);
     }
   }

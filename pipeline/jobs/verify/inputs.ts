@@ -1,13 +1,31 @@
 // The inputs: re-read every input shard and account for each of its records (one scored row or one reject).
-import { readShard, type ShardOpener } from '../../../stages/read.js';
+import { readShard, readDocuments, type ShardOpener } from '../../../stages/read.js';
+import type { DocumentSource, ReadItem } from '../../../schemas/types.js';
 import { COL } from '../../../schemas/contract.js';
 import { shardKey, partName } from '../../../schemas/layout.js';
 import type { Findings, RunIdentityView, ShardSeen } from './report.js';
 
-/** Re-read an input shard: every record must be one scored row (same id) or one reject, and nothing else. */
-export async function checkInput(path: string, shard: ShardSeen, config: RunIdentityView, bytesAtScoring: number | undefined, f: Findings, opener: ShardOpener): Promise<void> {
-  const size = (await opener.blob(path)).size; // local file or s3:// object (a HEAD request)
-  if (bytesAtScoring !== undefined && size !== bytesAtScoring) {
+/** An input to re-read: a shard file (its size is checked against the manifest) or a document source. */
+export interface InputToCheck {
+  size(): Promise<number | null>;
+  read(): AsyncIterable<ReadItem>;
+}
+
+export function fileToCheck(path: string, config: RunIdentityView, opener: ShardOpener): InputToCheck {
+  return {
+    size: async () => (await opener.blob(path)).size, // local file or s3:// object (a HEAD request)
+    read: () => readShard(path, { textField: config.text_field, idField: config.id_field ?? undefined }, opener),
+  };
+}
+
+export function sourceToCheck(src: DocumentSource): InputToCheck {
+  return { size: async () => null, read: () => readDocuments(src) };
+}
+
+/** Re-read an input: every record must be one scored row (same id) or one reject, and nothing else. */
+export async function checkInput(input: InputToCheck, shard: ShardSeen, config: RunIdentityView, bytesAtScoring: number | undefined, f: Findings): Promise<void> {
+  const size = await input.size();
+  if (size !== null && bytesAtScoring !== undefined && size !== bytesAtScoring) {
     f.error('input-changed', shard.source, `input is ${size} bytes now, ${bytesAtScoring} when it was scored (manifest.json): it changed after scoring`);
   }
   const docsIn = shard.records.reduce((a, r) => a + r.docs_in, 0);
@@ -18,7 +36,7 @@ export async function checkInput(path: string, shard: ShardSeen, config: RunIden
   }
   const inDoneUnit = (row: number) => doneParts.has(Math.floor(row / config.unit_docs));
   let count = 0;
-  for await (const item of readShard(path, { textField: config.text_field, idField: config.id_field ?? undefined }, opener)) {
+  for await (const item of input.read()) {
     count++;
     if (item.kind === 'doc') {
       const { row, id } = item.doc;

@@ -1,8 +1,10 @@
 // The rows of a data file: ids and rows in order, the window rule (which positions are null), value ranges,
 // n_tokens and loss_mean, select columns.
 import type { Data, Table } from 'apache-arrow';
-import { COL, entropyColumn, isUnscoredPosition, lossMeanColumn, logprobColumn, IGNORE_INDEX, nativeSumColumn, NATIVE_SUM_TOLERANCE } from '../../../schemas/contract.js';
+import { COL, entropyColumn, lossMeanColumn, logprobColumn, IGNORE_INDEX, nativeSumColumn, NATIVE_SUM_TOLERANCE } from '../../../schemas/contract.js';
+import { nullPositionsByWindows } from '../../../schemas/window-rule-check.js';
 import { LAYOUT, type CompletionRecord } from '../../../schemas/layout.js';
+import { SCORE_DTYPE_ERROR, floatValues } from '../../../schemas/score-dtype.js';
 import { LOGPROB_MAX, LOSS_MEAN_RTOL, projectedModels, type Findings, type RunIdentityView, type ShardSeen, type VerifyReport } from './report.js';
 
 export function isValid(d: Data, i: number): boolean {
@@ -59,11 +61,12 @@ export function checkRows(rel: string, table: Table, rec: CompletionRecord, conf
         const lOff = lp.valueOffsets as Int32Array;
         if (lOff[i + 1] - lOff[i] !== n) continue; // reported below with the other list columns
         const child = lp.children[0];
-        const vals = child.values as Float32Array;
+        const vals = floatValues(child);
         let sum = 0;
+        let abs = 0;
         let count = 0;
         for (let j = lOff[i]; j < lOff[i + 1]; j++) {
-          if (isValid(child, j)) { sum -= vals[j]; count++; }
+          if (isValid(child, j)) { sum -= vals[j]; abs += Math.abs(vals[j]); count++; }
         }
         if (m === models[0]) scoredTokens += count;
         if (projected.has(m)) {
@@ -75,7 +78,10 @@ export function checkRows(rel: string, table: Table, rec: CompletionRecord, conf
           } else {
             const native = (ns.values as Float64Array)[i];
             const diff = Math.abs(-sum - native);
-            if (!(diff <= NATIVE_SUM_TOLERANCE)) f.error('conservation', rel, `Σ ${logprobColumn(m)} = ${-sum} but ${field} = ${native}: the projection lost or added ${diff.toExponential(3)} nats (tolerance ${NATIVE_SUM_TOLERANCE})`, { row, field });
+            // The stored values may be rounded (--score-dtype); native_sum is float64 of the unrounded ones.
+            const dt = SCORE_DTYPE_ERROR[config.score_dtype ?? 'float32'];
+            const tol = NATIVE_SUM_TOLERANCE + dt.rel * abs + dt.abs * count;
+            if (!(diff <= tol)) f.error('conservation', rel, `Σ ${logprobColumn(m)} = ${-sum} but ${field} = ${native}: the projection lost or added ${diff.toExponential(3)} nats (tolerance ${tol})`, { row, field });
           }
         }
         const lmCol = col(lossMeanColumn(m))!;
@@ -88,7 +94,9 @@ export function checkRows(rel: string, table: Table, rec: CompletionRecord, conf
           f.error('loss_mean', rel, `${field} is null but ${count} tokens are scored`, { row, field });
         } else {
           const mean = sum / count;
-          if (!(Math.abs(lm - mean) <= LOSS_MEAN_RTOL * Math.abs(mean) + 1e-6)) {
+          // loss_mean comes from the full-precision scores; the stored list may be rounded (--score-dtype).
+          const err = SCORE_DTYPE_ERROR[config.score_dtype ?? 'float32'];
+          if (!(Math.abs(lm - mean) <= (LOSS_MEAN_RTOL + err.rel) * Math.abs(mean) + 1e-6 + err.abs)) {
             f.error('loss_mean', rel, `${field} is ${lm}, the mean of -${logprobColumn(m)} over ${count} scored tokens is ${mean}`, { row, field });
           }
         }
@@ -102,12 +110,13 @@ export function checkRows(rel: string, table: Table, rec: CompletionRecord, conf
           continue;
         }
         const child = l.data.children[0];
-        const vals = child.values as Float32Array;
+        const vals = floatValues(child);
+        const nulls = nullPositionsByWindows(n, C, S); // independent of the writer's isUnscoredPosition
         for (let p = 0; p < n; p++) {
           const j = off[i] + p;
           const valid = isValid(child, j);
           // A projected column's nulls follow its own tokens' windows, not the trainer's: conservation checks it.
-          const unscored = l.projected ? !valid : isUnscoredPosition(p, C, S);
+          const unscored = l.projected ? !valid : nulls[p] === 1;
           if (valid && unscored) {
             f.error('window-nulls', rel, `position ${p} has a value (${vals[j]}) but the window rule (C=${C}, S=${S}) gives it no context: it must be null`, { row, field: l.name });
             break;
