@@ -6,7 +6,7 @@ import { createReadStream, readFileSync } from 'node:fs';
 import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline, Transform } from 'node:stream';
-import { readShard, type ShardOpener } from '../stages/read.js';
+import { readShard, InputReadError, type ShardOpener } from '../stages/read.js';
 import { TextTokenizer } from '../stages/tokenize.js';
 import { planWindows, validateWindowSpec } from '../stages/window.js';
 import { WindowPool, buildBatch, type BatchPlan } from '../stages/batch.js';
@@ -19,6 +19,8 @@ import type { OutputStore } from './store.js';
 import { LAYOUT, dataPath, donePath, rejectsPath, unitName, type CompletionRecord, type UnitId } from './units.js';
 import { Progress } from './progress.js';
 import { ConfigError, RejectRatioError } from './errors.js';
+import { IncompleteRunError, checkChangedInputs, checkNumericFlags, fingerprint, probeFields, refuseInputsInsideOutput, type InputFingerprint } from './input-checks.js';
+import { probeContext } from './preflight.js';
 import { Claims, DEFAULT_LEASE_SECONDS } from './claims.js';
 import { ownerOf, checkWorldSize } from './rank.js';
 import { openOutputStore, openerFor } from './output.js';
@@ -71,6 +73,8 @@ export interface ScoreConfig {
   store?: OutputStore;
   /** S3 settings for s3:// inputs and outputs (endpoint, retries). */
   s3?: S3Options;
+  /** Inputs changed since their units were scored: delete and rescore those units (else exit 2). */
+  rescoreChanged?: boolean;
 }
 
 export interface RunSummary {
@@ -143,6 +147,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   if (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
   if (!Number.isInteger(cfg.unitDocs) || cfg.unitDocs < 1) throw new ConfigError(`--unit-docs must be a positive integer (got ${cfg.unitDocs})`);
   if (!(cfg.maxRejectRatio >= 0 && cfg.maxRejectRatio <= 1)) throw new ConfigError(`--max-reject-ratio must be in [0, 1] (got ${cfg.maxRejectRatio})`);
+  checkNumericFlags({ context: cfg.context, stride: cfg.stride, threads: cfg.threads, 'lease-seconds': cfg.leaseSeconds, 'device-id': cfg.deviceId, rank: cfg.rank, 'world-size': cfg.worldSize },
+    { context: 'positive-int', stride: 'positive-int', threads: 'positive-int', 'lease-seconds': 'positive', 'device-id': 'nonneg-int', rank: 'nonneg-int', 'world-size': 'positive-int' });
 
   let shards: InputShard[];
   try {
@@ -150,6 +156,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
+  refuseInputsInsideOutput(shards, cfg.output);
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new ConfigError(`--world-size must be a positive integer (got ${worldSize})`);
@@ -205,23 +212,45 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     format: cfg.format,
   };
   const identityJson = JSON.stringify(identity, null, 2);
-  const configSha = sha256(new TextEncoder().encode(identityJson));
-  await claimOutputDir(store, identityJson, cfg.overwrite);
-  if (worldSize > 1) await checkWorldSize(store, { rank, worldSize, from: 'flags' });
-
-  // Only whole `.json` records count: a crash can leave a `*.tmp` that was never renamed into place.
-  const done = new Set((await readCompletionRecords(store)).filter((r) => r.config_sha256 === configSha).map((r) => r.unit));
-
+  // Proven before anything is committed (_rho/config.json): the models load and run a full window, the
+  // vocabularies fit, the fields exist in every shard.
   const deviceIds = cfg.device === 'cpu' ? [undefined] : (cfg.devices?.length ? cfg.devices : [cfg.deviceId ?? 0]);
   const scorers: Scorer[] = [];
   try {
     for (const deviceId of deviceIds) {
       scorers.push(await Scorer.open({ models: prepared, device: cfg.device, deviceId, intraOpThreads: cfg.threads ?? defaultThreads(cfg.device), tokenizerVocabSize: tokenizer.info.vocabSize }));
     }
+    await probeContext(scorers[0], spec.contextTokens, prepared.map((p) => `${p.name} (${p.sourcePath})`).join(', '));
+    await probeFields(shards, { textField: cfg.textField, idField: cfg.idField, s3: cfg.s3 });
   } catch (e) {
     await Promise.all(scorers.map((x) => x.close()));
+    if (e instanceof ConfigError || e instanceof InputReadError) throw e;
     throw new ConfigError((e as Error).message);
   }
+  const orClose = async <T>(p: Promise<T>): Promise<T> => {
+    try {
+      return await p;
+    } catch (e) {
+      await Promise.all(scorers.map((x) => x.close()));
+      throw e;
+    }
+  };
+  const configSha = sha256(new TextEncoder().encode(identityJson));
+  await orClose(claimOutputDir(store, identityJson, cfg.overwrite));
+  if (worldSize > 1) await orClose(checkWorldSize(store, { rank, worldSize, from: 'flags' }));
+
+  // Only whole `.json` records count: a crash can leave a `*.tmp` that was never renamed into place.
+  const doneRecords = (await orClose(readCompletionRecords(store))).filter((r) => r.config_sha256 === configSha);
+  const done = new Set(doneRecords.map((r) => r.unit));
+  // One shard, one spelling: the `source` its first units were written with.
+  for (const s of shards) {
+    const r = doneRecords.find((x) => x.unit.startsWith(`${s.key}/`));
+    if (r) s.source = r.source;
+  }
+  const changes = await orClose(checkChangedInputs(store, shards, doneRecords, { rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3 }));
+  for (const u of changes.removed) done.delete(u);
+  const fingerprints: Map<string, InputFingerprint> = changes.fingerprints;
+
   const busy = new Map<Scorer, number>(scorers.map((x) => [x, 0]));
   const claims = new Claims(store, rank, (cfg.leaseSeconds ?? DEFAULT_LEASE_SECONDS) * 1000);
 
@@ -258,6 +287,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   let writeChain: Promise<void> = Promise.resolve();
 
   const fail = (e: unknown) => { failure ??= e instanceof Error ? e : new Error(String(e)); };
+  /** Shards whose bytes could not be read (transport): not done, not rejected. */
+  const unreadable: InputReadError[] = [];
 
   const maybeWrite = (u: UnitState) => {
     if (!u.closed || u.pendingDocs > 0 || u.writing) return;
@@ -285,7 +316,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       }
     }
     const meta = new Map(provenance);
-    const shard = shards.find((s) => s.source === u.id.source)!;
+    const shard = shards.find((s) => s.key === u.id.key)!;
     meta.set(META.inputs, JSON.stringify([{ source: shard.source, bytes: shard.bytes }]));
     meta.set(META.unit, JSON.stringify({ source: u.id.source, part: u.id.part, first_row: u.firstRow, rows: u.items.length }));
     meta.set(META.all, combinedProvenance(meta));
@@ -304,6 +335,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       unit: unitName(u.id), source: u.id.source, part: u.id.part, first_row: u.firstRow,
       docs_in: u.items.length, scored: scored.length, rejected: rejects.length, tokens, scored_tokens: scoredTokens,
       file, bytes: bytes.length, sha256: sha256(bytes), rejects_file: rejectsFile, config_sha256: configSha,
+      input: fingerprints.get(shard.key),
     };
     await store.writeAtomic(donePath(u.id), new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
     crashPoint('unit-record-written');
@@ -406,6 +438,9 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       const skippedParts = new Set<number>();
       const opener = countingOpener(await openerFor(shard.source, cfg.s3), (n) => { shardBytesRead = Math.min(shardBytesRead + n, shard.bytes); });
       shardBytesRead = 0;
+      try {
+      // What this shard's units are scored from (a rerun compares it: changed inputs are refused or rescored).
+      if (!fingerprints.has(shard.key)) fingerprints.set(shard.key, await fingerprint(shard.source, cfg.s3));
       for await (const item of readShard(shard.source, { textField: cfg.textField, idField: cfg.idField }, opener)) {
         if (failure) throw failure;
         const row = item.kind === 'doc' ? item.doc.row : item.reject.row;
@@ -414,7 +449,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
         if (skippedParts.has(part)) continue;
         let unit = open.get(part);
         if (!unit) {
-          const id = { source: shard.source, part };
+          const id = { source: shard.source, part, key: shard.key };
           const name = unitName(id);
           const skip = done.has(name) ? 'done'
             : ownerOf(name, worldSize) !== rank ? 'rank'
@@ -446,6 +481,15 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
         chunkChars += item.doc.text.length;
         if (chunk.length >= TOKENIZE_CHUNK_DOCS || chunkChars >= TOKENIZE_CHUNK_CHARS) await flushChunk();
       }
+      } catch (e) {
+        if (!(e instanceof InputReadError)) throw e;
+        // The bytes could not be read: the shard's open units are abandoned (never written, no rejects, no
+        // record; their claims are released as failed at the end), other shards go on, the run exits 1.
+        await flushChunk();
+        open.clear();
+        unreadable.push(e);
+        process.stderr.write(`rho: ${e.message}\n`);
+      }
       await closeBefore(Number.POSITIVE_INFINITY);
       inputBytesDone += shard.bytes;
       shardBytesRead = 0;
@@ -465,6 +509,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     await Promise.all(scorers.map((x) => x.close()));
   }
 
+  if (unreadable.length) await claims.releaseAll(unreadable.map((e) => e.message).join('; '));
   const manifest = await buildManifest(store, {
     provenance: Object.fromEntries(provenance),
     inputs: shards,
@@ -479,6 +524,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     manifest,
     run: { ...run, wall_seconds: wall, tokens_per_second: run.scored_tokens / wall, padding_fraction: paddedPositions ? 1 - realPositions / paddedPositions : 0 },
   };
+  if (unreadable.length) throw Object.assign(new IncompleteRunError(unreadable), { summary });
   const t = manifest.totals;
   if (t.docs_in > 0 && t.rejected / t.docs_in > cfg.maxRejectRatio) {
     throw Object.assign(new RejectRatioError(`${t.rejected} of ${t.docs_in} input documents were rejected (${((t.rejected / t.docs_in) * 100).toFixed(2)}% > --max-reject-ratio ${cfg.maxRejectRatio}); see ${cfg.output}/${LAYOUT.rejectsDir}/`), { summary });

@@ -9,7 +9,7 @@ import { resolveInputs } from './inputs.js';
 import { openerFor } from './output.js';
 import { ownerOf, WORLD_PATH } from './rank.js';
 import type { OutputStore } from './store.js';
-import { LAYOUT, shardKey, unitName } from './units.js';
+import { LAYOUT, partName, recordKey } from './units.js';
 import type { S3Options } from './s3.js';
 
 export type UnitState = 'done' | 'claimed' | 'failed' | 'missing';
@@ -108,8 +108,8 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
   const now = opts.now ?? Date.now();
   const all: UnitStatus[] = [];
   const seen = new Set<string>();
-  const classify = (source: string, part: number) => {
-    const unit = unitName({ source, part });
+  const classify = (source: string, key: string, part: number) => {
+    const unit = `${key}/${partName(part)}`;
     if (seen.has(unit)) return;
     seen.add(unit);
     const owner = worldSize ? ownerOf(unit, worldSize) : 0;
@@ -129,21 +129,24 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
     }
     shardCount = shards.length;
     for (const s of shards) {
-      const mine = records.filter((r) => r.source === s.source).sort((a, b) => a.part - b.part);
+      const mine = records.filter((r) => recordKey(r) === s.key).sort((a, b) => a.part - b.part);
       const last = mine.at(-1);
       // Complete without reading the shard: parts 0..k all done and part k is short (the shard's end).
       let parts: number;
       if (last && last.docs_in < identity.unit_docs && mine.length === last.part + 1) parts = last.part + 1;
       else parts = Math.ceil((await countRows(s.source, opts.s3 ?? {})) / identity.unit_docs);
-      for (let p = 0; p < parts; p++) classify(s.source, p);
+      for (let p = 0; p < parts; p++) classify(s.source, s.key, p);
     }
   }
   // Units known from records and claims, also when the input list is unknown or smaller.
-  for (const r of records) classify(r.source, r.part);
-  for (const [unit, c] of claims) {
+  for (const r of records) classify(r.source, recordKey(r), r.part);
+  for (const [unit] of claims) {
     if (seen.has(unit)) continue;
-    const rec = records.find((r) => shardKey(r.source) === unit.split('/')[0]);
-    classify(rec?.source ?? unit.split('/')[0], Number(unit.split('part-')[1] ?? c.gen));
+    // The claim names the unit itself: its shard folder is used as is (hashing it again named a unit that
+    // does not exist).
+    const key = unit.slice(0, unit.lastIndexOf('/'));
+    const rec = records.find((r) => recordKey(r) === key);
+    classify(rec?.source ?? key, key, Number(unit.slice(unit.lastIndexOf('part-') + 5)));
   }
   if (!inputs?.length) shardCount = new Set(all.map((u) => u.source)).size;
 

@@ -11,7 +11,7 @@ import { decodeTable, sha256, type OutputFormat } from '../stages/write.js';
 import { readShard, type ShardOpener } from '../stages/read.js';
 import { isS3Uri, openerFor } from './output.js';
 import type { S3Options } from './s3.js';
-import { LAYOUT, dataPath, partName, rejectsPath, shardKey, unitName, type CompletionRecord } from './units.js';
+import { LAYOUT, dataPath, partName, recordKey, rejectsPath, shardKey, unitName, type CompletionRecord } from './units.js';
 import { LocalStore, type OutputStore } from './store.js';
 import { ConfigError } from './errors.js';
 import { Progress } from './progress.js';
@@ -195,7 +195,7 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
   for (const r of records) shardOf(r.source).records.push(r);
   for (const s of shards.values()) {
     s.records.sort((a, b) => a.part - b.part);
-    const key = shardKey(s.source);
+    const key = keyOfShard(s, manifest);
     const parts = new Set(s.records.map((r) => r.part));
     for (const u of brokenUnits) {
       const m = /^(.+)\/part-(\d{5})$/.exec(u);
@@ -213,9 +213,11 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
     }
     for (const r of s.records) {
       const rel = `${LAYOUT.doneDir}/${r.unit}.json`;
-      if (r.unit !== unitName(r)) f.error('record', rel, `unit ${r.unit} does not match source ${s.source} part ${r.part} (expected ${unitName(r)})`, { field: 'unit' });
+      const expectedUnit = unitName({ ...r, key: r.input?.location ? shardKey(r.input.location) : undefined });
+      if (r.unit !== expectedUnit) f.error('record', rel, `unit ${r.unit} does not match source ${s.source} part ${r.part} (expected ${expectedUnit})`, { field: 'unit' });
       if (r.first_row !== r.part * config.unit_docs) f.error('record', rel, `first_row ${r.first_row} but part ${r.part} x unit_docs ${config.unit_docs} = ${r.part * config.unit_docs}`, { field: 'first_row' });
-      if (r.file !== dataPath(r, config.format)) f.error('record', rel, `file is ${r.file}, expected ${dataPath(r, config.format)}`, { field: 'file' });
+      const expectedFile = dataPath({ ...r, key: recordKey(r) }, config.format);
+      if (r.file !== expectedFile) f.error('record', rel, `file is ${r.file}, expected ${expectedFile}`, { field: 'file' });
       if (r.docs_in !== r.scored + r.rejected) f.error('accounting', rel, `docs_in ${r.docs_in} != scored ${r.scored} + rejected ${r.rejected}`, { field: 'docs_in' });
       if (r.part < last && r.docs_in !== config.unit_docs) f.error('accounting', rel, `docs_in ${r.docs_in} but every unit before the shard's last holds unit_docs = ${config.unit_docs} records`, { field: 'docs_in' });
       if (r.docs_in > config.unit_docs) f.error('accounting', rel, `docs_in ${r.docs_in} exceeds unit_docs ${config.unit_docs}`, { field: 'docs_in' });
@@ -277,7 +279,7 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
     }
     for (const s of shards.values()) {
       if (s.records.length === 0 && !report.inputs.checked.includes(s.source)) {
-        f.warn('missing-unit', shardKey(s.source), `input ${s.source} has no completed unit: an empty input, or not scored yet (re-read the inputs to tell)`);
+        f.warn('missing-unit', keyOfShard(s, manifest), `input ${s.source} has no completed unit: an empty input, or not scored yet (re-read the inputs to tell)`);
       }
     }
   } finally {
@@ -285,6 +287,12 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
   }
   report.ok = f.errors.length === 0 && f.suppressed.errors === 0;
   return report;
+}
+
+/** The folder of a shard's units: from its records, else the manifest, else (older outputs) its source. */
+function keyOfShard(s: ShardSeen, manifest: Manifest | null): string {
+  if (s.records.length) return recordKey(s.records[0]);
+  return manifest?.shards?.find((x) => x.source === s.source)?.key ?? shardKey(s.source);
 }
 
 function parseRecord(rel: string, bytes: Uint8Array, f: Findings): CompletionRecord | null {
@@ -371,7 +379,7 @@ function checkManifest(m: Manifest | null, records: CompletionRecord[], configSh
     if (d.length) f.error('manifest', LAYOUT.manifest, `totals differ from the completion records: ${d.join(', ')}; stale manifest: rerun rho score to rebuild it`, { field: 'totals' });
   }
   for (const sh of m.shards ?? []) {
-    if (brokenKeys.has(shardKey(sh.source))) continue;
+    if (brokenKeys.has(sh.key ?? shardKey(sh.source))) continue;
     const d = diff(sh, sum(records.filter((r) => r.source === sh.source)));
     if (d.length) f.error('manifest', LAYOUT.manifest, `shard ${sh.source} differs from its completion records: ${d.join(', ')}`, { field: 'shards' });
   }
@@ -620,7 +628,7 @@ function checkRows(rel: string, table: Table, rec: CompletionRecord, config: Run
 
 async function checkRejects(store: OutputStore, rec: CompletionRecord, f: Findings, shard: ShardSeen, report: VerifyReport): Promise<void> {
   const recRel = `${LAYOUT.doneDir}/${rec.unit}.json`;
-  const expectedPath = rejectsPath(rec);
+  const expectedPath = rejectsPath({ ...rec, key: recordKey(rec) });
   if (rec.rejected === 0) {
     if (rec.rejects_file !== null) f.error('rejects', recRel, `rejected is 0 but rejects_file is ${rec.rejects_file}`, { field: 'rejects_file' });
     return;

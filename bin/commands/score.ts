@@ -35,6 +35,7 @@ interface ScoreArgs {
   'lease-seconds': number;
   'partition-by': 'none' | 'shard';
   's3-endpoint'?: string;
+  'rescore-changed': boolean;
 }
 
 /** `--model PATH` (named by --model-name) or `--model NAME=PATH`, repeatable. */
@@ -71,6 +72,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('entropy', { type: 'boolean', default: false, describe: 'Also write <name>_entropy: entropy (nats) of the distribution that scores each token' })
       .option('unit-docs', { type: 'number', default: 10000, describe: 'Documents per work unit (one output file + completion record); a crash loses at most one unit' })
       .option('max-reject-ratio', { type: 'number', default: 0.01, describe: 'Exit 3 when more than this fraction of input documents was rejected (rejects are listed in _rho/rejects/)' })
+      .option('rescore-changed', { type: 'boolean', default: false, describe: 'An input changed since some of its units were scored: delete those units and score them again (default: refuse, exit 2)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'Delete results of another configuration in --output instead of refusing' })
       .option('cache-dir', { type: 'string', default: DEFAULT_CACHE_DIR, describe: 'Where prepared (log-prob) graphs are cached, keyed by model sha256 (env RHO_CACHE_DIR)' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads (default on CPU: every core this process may use; onnxruntime\'s own default took 1 of 2 cores here)' })
@@ -115,6 +117,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         unitDocs: args['unit-docs'],
         maxRejectRatio: args['max-reject-ratio'],
         overwrite: args.overwrite,
+        rescoreChanged: args['rescore-changed'],
         cacheDir: args['cache-dir'],
         threads: args.threads,
         progress: args.progress,

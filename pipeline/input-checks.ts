@@ -1,0 +1,192 @@
+// What is checked about the inputs before and around a score run, kept apart from the job's loop:
+// canonical locations (one shard however it is spelled), content fingerprints (a changed input is refused
+// or rescored, never silently mixed), the output dir being rho's own, the text/id fields against the first
+// records of every shard, numeric flags, and the error of a run that could not read some input.
+import { createHash } from 'node:crypto';
+import { createReadStream, realpathSync } from 'node:fs';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { readShard, InputReadError } from '../stages/read.js';
+import { ConfigError, EXIT } from './errors.js';
+import { openerFor } from './output.js';
+import type { S3Options } from './s3.js';
+import type { OutputStore } from './store.js';
+import { LAYOUT, shardKey, type CompletionRecord } from './units.js';
+
+/** Some shards could not be read (transport): the run did what it could and exits 1 naming them. */
+export class IncompleteRunError extends Error {
+  readonly exitCode = EXIT.runtime;
+  constructor(readonly failures: InputReadError[]) {
+    super(`${failures.length} input shard(s) could not be read, so the output is NOT complete (none of their documents was rejected or recorded):\n` +
+      failures.map((e) => `  ${e.message}`).join('\n') + '\nrerun the same command to score them (finished units are kept)');
+  }
+}
+
+const isS3 = (s: string) => /^s3:\/\//i.test(s);
+
+/**
+ * The one name of a shard however it was given: the resolved real path of a local file (so `a.jsonl`,
+ * `./a.jsonl`, its absolute path and a symlink to it agree), or the s3:// URI with its scheme normalised.
+ */
+export function canonicalLocation(source: string): string {
+  if (isS3(source)) return `s3://${source.slice(5)}`;
+  try {
+    return realpathSync(resolve(source));
+  } catch {
+    return resolve(source);
+  }
+}
+
+/** What a unit was scored from: compared on every rerun and by `rho verify --inputs`. */
+export interface InputFingerprint {
+  /** canonicalLocation() of the shard. */
+  location: string;
+  bytes: number;
+  /** sha256 of the file's bytes (local files). */
+  sha256?: string;
+  /** The object's ETag and version id (s3://): a rewrite of the object changes them. */
+  etag?: string;
+  version?: string;
+}
+
+export async function fingerprint(source: string, s3: S3Options = {}): Promise<InputFingerprint> {
+  const location = canonicalLocation(source);
+  if (isS3(source)) {
+    const { headObject } = await import('./s3.js');
+    const h = await headObject(source, s3);
+    return { location, bytes: h.bytes, etag: h.etag, ...(h.version ? { version: h.version } : {}) };
+  }
+  return new Promise((ok, fail) => {
+    const hash = createHash('sha256');
+    let bytes = 0;
+    createReadStream(source)
+      .on('data', (c: Buffer | string) => { bytes += c.length; hash.update(c); })
+      .on('error', (e) => fail(new InputReadError(source, e)))
+      .on('end', () => ok({ location, bytes, sha256: hash.digest('hex') }));
+  });
+}
+
+export function sameInput(a: InputFingerprint, b: InputFingerprint): boolean {
+  return a.bytes === b.bytes && (a.sha256 ?? null) === (b.sha256 ?? null) && (a.etag ?? null) === (b.etag ?? null) && (a.version ?? null) === (b.version ?? null);
+}
+
+export const describeFingerprint = (f: InputFingerprint): string =>
+  `${f.bytes} bytes, ${f.sha256 ? `sha256 ${f.sha256.slice(0, 12)}…` : `ETag ${f.etag}${f.version ? ` version ${f.version}` : ''}`}`;
+
+interface ShardRef { source: string; key: string; location: string }
+
+/**
+ * Before any work: units done from an input that has changed since are refused (exit 2), or with
+ * `rescoreChanged` deleted (record first, then data and rejects files) so that they are scored again.
+ * Returns the unit names deleted and the current fingerprints it computed (by shard key).
+ */
+export async function checkChangedInputs(
+  store: OutputStore, shards: ShardRef[], records: CompletionRecord[], opts: { rescoreChanged: boolean; s3?: S3Options },
+): Promise<{ removed: Set<string>; fingerprints: Map<string, InputFingerprint> }> {
+  const fingerprints = new Map<string, InputFingerprint>();
+  const removed = new Set<string>();
+  const changed: string[] = [];
+  const byKey = new Map<string, CompletionRecord[]>();
+  for (const r of records) {
+    const key = r.unit.slice(0, r.unit.lastIndexOf('/'));
+    byKey.set(key, [...(byKey.get(key) ?? []), r]);
+  }
+  for (const s of shards) {
+    const mine = (byKey.get(s.key) ?? []).filter((r) => r.input);
+    if (mine.length === 0) continue;
+    const now = await fingerprint(s.source, opts.s3);
+    fingerprints.set(s.key, now);
+    const stale = mine.filter((r) => !sameInput(r.input!, now));
+    if (stale.length === 0) continue;
+    if (!opts.rescoreChanged) {
+      changed.push(`${s.source}: now ${describeFingerprint(now)}, scored as ${describeFingerprint(stale[0].input!)} (${stale.length} unit(s))`);
+      continue;
+    }
+    for (const r of stale) {
+      await store.remove(`${LAYOUT.doneDir}/${r.unit}.json`);
+      await store.remove(r.file);
+      if (r.rejects_file) await store.remove(r.rejects_file);
+      removed.add(r.unit);
+    }
+    process.stderr.write(`rho: ${s.source} changed since it was scored; removed its ${stale.length} stale unit(s), they are scored again\n`);
+  }
+  if (changed.length) {
+    throw new ConfigError(`${changed.length} input(s) changed after they were scored, so their scores no longer match the text:\n  ${changed.join('\n  ')}\n` +
+      'rerun with --rescore-changed to delete and rescore exactly those units, or restore the inputs');
+  }
+  return { removed, fingerprints };
+}
+
+/** The output dir holds only what rho writes: an input inside it (rho's own output, or anything else) is refused. */
+export function refuseInputsInsideOutput(shards: ShardRef[], output: string): void {
+  let root: string;
+  if (isS3(output)) root = `s3://${output.slice(5)}`.replace(/\/+$/, '');
+  else {
+    try { root = realpathSync(resolve(output)); } catch { root = resolve(output); }
+  }
+  for (const s of shards) {
+    const inside = isS3(root)
+      ? s.location.startsWith(`${root}/`)
+      : (() => { const rel = relative(root, s.location); return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel); })();
+    if (inside) {
+      throw new ConfigError(`--input ${s.source} lies inside the output dir ${output}: the output dir is rho's own (its data files, records and manifest would be read as input); move the input out or choose another --output`);
+    }
+  }
+}
+
+/** `rho select`/`export`: an output inside the dir being read would become part of it. */
+export function refuseOutputInsideInput(input: string, output: string): void {
+  const a = resolve(input) + sep;
+  const b = resolve(output) + sep;
+  if (b.startsWith(a)) throw new ConfigError(`--output ${output} lies inside the input ${input}: readers of ${input}/**/*.parquet would count its files twice; choose an output outside it`);
+}
+
+/**
+ * Before anything is committed: the text (and id) field must be present in the first records of every
+ * shard. A shard whose first records all lack it is a mistyped --text-field, not bad data: exit 2, naming
+ * the shard and the fields that are there.
+ */
+export async function probeFields(shards: { source: string }[], opts: { textField: string; idField?: string; s3?: S3Options; records?: number }): Promise<void> {
+  const want = opts.records ?? 8;
+  const problems: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < shards.length) {
+      const s = shards[next++];
+      let seen = 0;
+      let missing = 0;
+      let field = '';
+      const gen = readShard(s.source, { textField: opts.textField, idField: opts.idField }, await openerFor(s.source, opts.s3));
+      try {
+        for await (const it of gen) {
+          seen++;
+          if (it.kind === 'reject' && (it.reject.field === opts.textField || it.reject.field === opts.idField) && /is missing/.test(it.reject.reason)) {
+            missing++;
+            field = it.reject.field;
+          }
+          if (seen >= want) break;
+        }
+      } finally {
+        await gen.return(undefined);
+      }
+      if (seen > 0 && missing === seen) {
+        problems.push(`${s.source}: none of its first ${seen} record(s) has the ${field === opts.textField ? '--text-field' : '--id-field'} "${field}"`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, shards.length) }, worker));
+  if (problems.length) throw new ConfigError(`${problems.join('\n')}\ncheck --text-field/--id-field (nothing was written)`);
+}
+
+export const keyOfLocation = (location: string): string => shardKey(location);
+
+/** Every numeric flag, before any work: NaN, negatives, zero and fractions where they make no sense. */
+export function checkNumericFlags(f: Record<string, number | undefined>, rules: Record<string, 'positive-int' | 'nonneg-int' | 'positive'>): void {
+  for (const [flag, rule] of Object.entries(rules)) {
+    const v = f[flag];
+    if (v === undefined) continue;
+    const ok = rule === 'positive' ? Number.isFinite(v) && v > 0
+      : rule === 'positive-int' ? Number.isInteger(v) && v > 0
+        : Number.isInteger(v) && v >= 0;
+    if (!ok) throw new ConfigError(`--${flag} must be ${rule === 'positive' ? 'a positive number' : rule === 'positive-int' ? 'a positive integer' : 'an integer >= 0'} (got ${v})`);
+  }
+}
