@@ -11,6 +11,7 @@ import {
   type Cut, type SelectBy, type SelectScope,
 } from '../stages/select.js';
 import { encodeTable, sha256, writeFileAtomic, type OutputFormat } from '../stages/write.js';
+import { refuseOutputInsideInput } from './input-checks.js';
 import { openScoreSet, fileBatches, setBatches, checkOutputDir, stagingDir, publishDir, type ScoreSet } from './score-files.js';
 import { LAYOUT, type CompletionRecord } from './units.js';
 import type { Manifest } from './manifest.js';
@@ -151,6 +152,7 @@ async function rank(cfg: SelectConfig, set: ScoreSet, progress: { tick: (tokens:
 }
 
 export async function runSelect(cfg: SelectConfig): Promise<SelectReport> {
+  refuseOutputInsideInput(cfg.input, cfg.output);
   const set = await openScoreSet(cfg.input);
   validate(cfg, set);
   checkOutputDir(cfg.output, cfg.overwrite);

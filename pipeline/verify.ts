@@ -8,12 +8,13 @@ import {
   COL, META, SCHEMA_VERSION, entropyColumn, isUnscoredPosition, lossMeanColumn, logprobColumn, scoreSchema, selectFields, IGNORE_INDEX,
 } from '../schemas/contract.js';
 import { decodeTable, sha256, type OutputFormat } from '../stages/write.js';
-import { readShard, type ShardOpener } from '../stages/read.js';
+import { readShard, InputReadError, type ShardOpener } from '../stages/read.js';
 import { isS3Uri, openerFor } from './output.js';
 import type { S3Options } from './s3.js';
 import { LAYOUT, dataPath, partName, recordKey, rejectsPath, shardKey, unitName, type CompletionRecord } from './units.js';
 import { LocalStore, type OutputStore } from './store.js';
 import { ConfigError } from './errors.js';
+import { describeFingerprint, fingerprint, sameInput, type InputFingerprint } from './input-checks.js';
 import { Progress } from './progress.js';
 import type { Manifest } from './manifest.js';
 
@@ -172,18 +173,30 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
     records.push(rec);
   }
 
-  // ---- orphans: data or rejects files no record claims ----
+  // ---- orphans: data or rejects files no record claims; files rho did not write ----
+  const manifest = await readManifest(store, f);
+  // Folders rho writes units into: those of the records, and of every shard the manifest lists.
+  const unitFolders = new Set<string>();
+  for (const r of records) unitFolders.add(r.file.slice(0, r.file.lastIndexOf('/')));
+  for (const u of brokenUnits) unitFolders.add(u.slice(0, u.lastIndexOf('/')));
+  for (const sh of manifest?.shards ?? []) if (typeof sh?.key === 'string') { unitFolders.add(sh.key); unitFolders.add(`shard=${sh.key}`); }
   for (const rel of all) {
     if (rel.endsWith('.tmp') || referenced.has(rel)) continue;
-    if (!rel.startsWith('_rho/') && DATA_FILE.test(rel)) {
+    if (!rel.startsWith('_rho/') && /(^|\/)(_rho\/config\.json|manifest\.json)$/.test(rel) && rel !== LAYOUT.manifest) {
+      f.error('nested-output', rel, `another output dir is nested inside this one (${rel.slice(0, rel.lastIndexOf('/'))}): readers of ${dir}/**/*.parquet count its files too; move it out`);
+      continue;
+    }
+    const m = DATA_FILE.exec(rel);
+    if (!rel.startsWith('_rho/') && m && unitFolders.has(m[1])) {
       f.warn('orphan', rel, 'data file without a completion record (left by a crash before the unit finished); rho score rewrites it, it is not part of the output');
+    } else if (!rel.startsWith('_rho/') && /\.(parquet|arrow)$/.test(rel)) {
+      f.error('foreign', rel, `a data file rho did not write (no completion record, not a unit of any shard of this run): readers of ${dir}/**/*.parquet would count its rows; move it out of the output dir`);
     } else if (rel.startsWith(`${LAYOUT.rejectsDir}/`)) {
       f.warn('orphan', rel, 'rejects file without a completion record (left by a crash); not part of the output');
     }
   }
 
   // ---- per shard: units contiguous and well-formed ----
-  const manifest = await readManifest(store, f);
   const shards = new Map<string, ShardSeen>();
   const shardOf = (source: string) => {
     let s = shards.get(source);
@@ -272,7 +285,7 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
         const bytesBySource = new Map(inputList.map((i) => [i.source, i.bytes]));
         for (const s of shards.values()) {
           if (unreachable.includes(s.source)) continue;
-          await checkInput(resolve(s.source), s, config, bytesBySource.get(s.source), f, await openerFor(s.source, opts.s3));
+          await checkInput(resolve(s.source), s, config, bytesBySource.get(s.source), f, await openerFor(s.source, opts.s3), opts.s3);
           report.inputs.checked.push(s.source);
         }
       }
@@ -674,10 +687,20 @@ async function checkRejects(store: OutputStore, rec: CompletionRecord, f: Findin
 }
 
 /** Re-read an input shard: every record must be one scored row (same id) or one reject, and nothing else. */
-async function checkInput(path: string, shard: ShardSeen, config: RunIdentityView, bytesAtScoring: number | undefined, f: Findings, opener: ShardOpener): Promise<void> {
-  const size = (await opener.blob(path)).size; // local file or s3:// object (a HEAD request)
-  if (bytesAtScoring !== undefined && size !== bytesAtScoring) {
-    f.error('input-changed', shard.source, `input is ${size} bytes now, ${bytesAtScoring} when it was scored (manifest.json): it changed after scoring`);
+async function checkInput(path: string, shard: ShardSeen, config: RunIdentityView, bytesAtScoring: number | undefined, f: Findings, opener: ShardOpener, s3?: S3Options): Promise<void> {
+  let now: InputFingerprint;
+  try {
+    now = await fingerprint(path, s3);
+  } catch (e) {
+    f.error('input', shard.source, `input cannot be read (${(e as Error).message.split('\n')[0]}): deleted or moved after scoring? Its ${shard.records.length} unit(s) cannot be checked against it`);
+    return;
+  }
+  const scoredFrom = shard.records.filter((r) => r.input);
+  const stale = scoredFrom.filter((r) => !sameInput(r.input!, now));
+  if (stale.length) {
+    f.error('input-changed', shard.source, `input changed after it was scored: now ${describeFingerprint(now)}, ${stale.length} unit(s) were scored from ${describeFingerprint(stale[0].input!)}; rerun rho score with --rescore-changed`);
+  } else if (scoredFrom.length === 0 && bytesAtScoring !== undefined && now.bytes !== bytesAtScoring) {
+    f.error('input-changed', shard.source, `input is ${now.bytes} bytes now, ${bytesAtScoring} when it was scored (manifest.json): it changed after scoring`);
   }
   const docsIn = shard.records.reduce((a, r) => a + r.docs_in, 0);
   // Rows of units with no record are reported once as a missing unit, not row by row.
@@ -687,6 +710,7 @@ async function checkInput(path: string, shard: ShardSeen, config: RunIdentityVie
   }
   const inDoneUnit = (row: number) => doneParts.has(Math.floor(row / config.unit_docs));
   let count = 0;
+  try {
   for await (const item of readShard(path, { textField: config.text_field, idField: config.id_field ?? undefined }, opener)) {
     count++;
     if (item.kind === 'doc') {
@@ -703,7 +727,18 @@ async function checkInput(path: string, shard: ShardSeen, config: RunIdentityVie
       else if (!shard.rejectRows.has(row) && inDoneUnit(row)) f.error('input', shard.source, `input row ${row} is rejected when read (${item.reject.reason}) but no rejects file lists it`, { row, field: item.reject.field });
     }
   }
+  } catch (e) {
+    if (!(e instanceof InputReadError)) throw e;
+    f.error('input', shard.source, `input could not be read to the end (${e.cause.message}); checked its first ${count} records only`);
+    return;
+  }
   if (count !== docsIn && shard.brokenParts.size === 0) {
-    f.error('accounting', shard.source, `input has ${count} records, the output accounts for ${docsIn} (docs_in summed over ${shard.records.length} completed units)${count > docsIn ? `: rows ${docsIn}..${count - 1} are not in the output` : ''}`);
+    // The rows no completed unit holds, as ranges (a missing unit may sit anywhere, not only at the end).
+    const covered = new Set(shard.records.map((r) => r.part));
+    const holes: string[] = [];
+    for (let p = 0; p * config.unit_docs < count; p++) {
+      if (!covered.has(p)) holes.push(`${p * config.unit_docs}..${Math.min(count, (p + 1) * config.unit_docs) - 1}`);
+    }
+    f.error('accounting', shard.source, `input has ${count} records, the output accounts for ${docsIn} (docs_in summed over ${shard.records.length} completed units)${holes.length ? `: rows ${holes.slice(0, 5).join(', ')}${holes.length > 5 ? ` and ${holes.length - 5} more ranges` : ''} are not in the output` : ''}`);
   }
 }
