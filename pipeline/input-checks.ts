@@ -165,6 +165,9 @@ export async function probeFields(shards: { source: string }[], opts: { textFiel
           }
           if (seen >= want) break;
         }
+      } catch (e) {
+        // Unreadable bytes are the run's business (it fails that shard and names it), not a configuration error.
+        if (!(e instanceof InputReadError)) throw e;
       } finally {
         await gen.return(undefined);
       }
