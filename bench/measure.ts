@@ -16,8 +16,8 @@ import { planWindows } from '../stages/window.js';
 import { WindowPool, buildBatch, paddingFraction, type BatchPlan } from '../stages/batch.js';
 import { feeds, type WorkerModel } from '../stages/score-worker.js';
 import { prepareModel } from '../model/prepare.js';
-import { runScore } from '../pipeline/score-job.js';
-import type { Batch, Document, TokenizedDocument } from '../pipeline/types.js';
+import { runScore } from '../pipeline/jobs/score.js';
+import type { Batch, Document, TokenizedDocument } from '../schemas/types.js';
 
 export interface MeasureArgs {
   mode: 'score' | 'bare' | 'ingraph' | 'logits' | 'tokenize' | 'dump';
@@ -38,7 +38,7 @@ export interface MeasureArgs {
   reps?: number;
 }
 
-// Same tokenize chunks as pipeline/score-job.ts and the same pooling (WindowPool from stages/batch.ts), so the
+// Same tokenize chunks as the score job's tokenize stage (stages/tokenize.ts) and the same pooling (WindowPool from stages/batch.ts), so the
 // bare loop runs exactly the batches rho forms.
 const TOKENIZE_CHUNK_DOCS = 256;
 

@@ -1,7 +1,7 @@
 // The rho CLI. Each command lives in its own module under bin/commands/ and registers itself here.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { exitCodeOf, EXIT } from '../pipeline/errors.js';
+import { exitCodeOf, EXIT } from '../schemas/errors.js';
 import { commands } from './commands/index.js';
 
 const cli = yargs(hideBin(process.argv))

@@ -4,7 +4,7 @@
 import { LOSS_SCALE, EXCESS_SCALE, UNSCORED, levelOf, type ColourScale } from './colour-scale.js';
 import type { ScoredDoc } from './documents.js';
 import type { DocText, Segment } from './segments.js';
-import { ConfigError } from '../pipeline/errors.js';
+import { ConfigError } from '../schemas/errors.js';
 
 export interface HeatMetric {
   kind: 'loss' | 'excess';

@@ -6,8 +6,8 @@ import { QUANTILES, quantileName, type Stats, type GroupStats, type Histogram, t
 import { fmtNum, groupLabel, ratioLabel } from './stats-table.js';
 import { LOSS_SCALE, EXCESS_SCALE, UNSCORED, levelOf, type ColourScale } from './colour-scale.js';
 import { metricLabel, scaleOf, segmentScore, type HeatmapView } from './heatmap.js';
-import { RHO_VERSION } from '../pipeline/version.js';
-import { openScoreSet } from '../pipeline/score-files.js';
+import { RHO_VERSION } from '../schemas/version.js';
+import { openScoreSet } from '../pipeline/io/score-files.js';
 import { computeStats, pickReference, type StatsOptions } from './stats.js';
 import { findDocuments, loadTextContext, documentText, type TextOptions } from './documents.js';
 import { pickMetric, tokenScores } from './heatmap.js';

@@ -5,8 +5,8 @@
 // `maxExactValues` (all groups and metrics together); past that every quantile comes from the DDSketch that
 // is fed alongside (relative error alpha), and the result says which was used.
 import { COL, logprobColumn } from '../schemas/contract.js';
-import { openScoreSet, setBatches, listView, boolListBytes, type ScoreSet } from '../pipeline/score-files.js';
-import { ConfigError } from '../pipeline/errors.js';
+import { openScoreSet, setBatches, listView, boolListBytes, type ScoreSet } from '../pipeline/io/score-files.js';
+import { ConfigError } from '../schemas/errors.js';
 import { QuantileSketch } from '../stages/sketch.js';
 import { keepCount } from '../stages/select.js';
 import { DataType, type RecordBatch } from 'apache-arrow';

@@ -1,7 +1,8 @@
 // Batch formation: windows are pooled, sorted by length and cut into padded batches under a token budget
 // (rows * width <= batchTokens), so that padding stays small. Output order does not depend on this: the
 // pipeline reassembles documents by docSeq.
-import type { Batch, Window } from '../pipeline/types.js';
+import type { Batch, BatchFlow, Flow, Window, WindowedDocument } from '../schemas/types.js';
+import { stage, type Stage } from './stage.js';
 
 export interface BatchPlan {
   windows: Window[];
@@ -95,4 +96,40 @@ export class WindowPool {
     this.limit = this.fullLimit;
     return plans;
   }
+}
+
+/**
+ * The batch stage: every document passes on first (later stages reassemble it), then its windows join the
+ * pool (WindowPool) and come out as padded batches when the pool is full; the rest at the end of the input.
+ * Holds a document's tokens until its last window is in a batch. Counters: batches, padded and real positions.
+ */
+export function batchStage(opts: { batchTokens: number; contextTokens: number }): Stage<Flow<WindowedDocument>, BatchFlow> {
+  return stage('batch', async function* (input, ctx) {
+    const pool = new WindowPool(opts.batchTokens, opts.contextTokens);
+    const held = new Map<number, { tokenIds: Int32Array; windows: number }>();
+    const c = ctx.stats.counters;
+    c.batches = 0;
+    c.padded_positions = 0;
+    c.real_positions = 0;
+    function* emit(plans: BatchPlan[] | null): Generator<BatchFlow> {
+      for (const plan of plans ?? []) {
+        const batch = buildBatch(plan, (seq) => held.get(seq)!.tokenIds);
+        c.batches++;
+        c.padded_positions += batch.rows * batch.width;
+        for (const w of plan.windows) {
+          c.real_positions += w.end - w.start;
+          const h = held.get(w.docSeq)!;
+          if (--h.windows === 0) held.delete(w.docSeq);
+        }
+        yield { kind: 'batch', batch };
+      }
+    }
+    for await (const it of input) {
+      yield it;
+      if (it.kind !== 'doc' || it.doc.windows.length === 0) continue;
+      held.set(it.doc.docSeq, { tokenIds: it.doc.tokenIds, windows: it.doc.windows.length });
+      yield* emit(pool.add(it.doc.windows));
+    }
+    yield* emit(pool.flush());
+  });
 }

@@ -3,7 +3,7 @@
 // This module turns one record batch into the bytes to append; pipeline/export-job.ts owns files and order.
 import type { RecordBatch } from 'apache-arrow';
 import { COL } from '../schemas/contract.js';
-import { boolListBytes, listView } from '../pipeline/score-files.js';
+import { boolListBytes, listView } from './lists.js';
 
 export const MEMMAP_FORMAT = 'rho-memmap';
 export const MEMMAP_VERSION = 1;

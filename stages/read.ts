@@ -11,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { RecordBatchReader, tableFromIPC, DataType, type RecordBatch, type Vector } from 'apache-arrow';
 import type { ParquetFromWorker, ParquetToWorker } from './parquet-worker.js';
-import type { ReadItem } from '../pipeline/types.js';
+import type { ReadItem } from '../schemas/types.js';
 
 export interface ReadOptions {
   textField: string;

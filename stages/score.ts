@@ -1,8 +1,11 @@
-// The score stage's engine: a worker thread per device that holds one onnxruntime session per prepared model.
-// score() may be called again before an earlier call resolved; requests queue in the worker so the model stays busy.
+// The score stage: batches go to a Scorer (an interface: the onnxruntime scorer below is one implementation;
+// examples/ has another), several in flight at once, and come out with the scores of every model.
+// OnnxScorer runs a worker thread per device that holds one onnxruntime session per prepared model; score() may
+// be called again before an earlier call resolved; requests queue in the worker so the model stays busy.
 
 import { Worker } from 'node:worker_threads';
-import type { Batch, ModelBatchScores } from '../pipeline/types.js';
+import type { Batch, BatchFlow, ModelBatchScores, ScoredBatchFlow } from '../schemas/types.js';
+import { stage, type Stage } from './stage.js';
 import type { PreparedModel } from '../model/prepare.js';
 import type { WorkerModel, WorkerReply, WorkerRequest, WorkerScores } from './score-worker.js';
 
@@ -37,7 +40,19 @@ export function alignScores(raw: Float32Array, rows: number, width: number, leng
   return raw;
 }
 
-export class Scorer {
+/**
+ * Scores padded batches. `score` may be called again before an earlier call resolved. Its result holds, per
+ * model name, [rows * width] values aligned with the batch tokens (ModelBatchScores: value t scores token t of
+ * the row given tokens 0..t-1; index 0 of every row and padding are NaN).
+ */
+export interface Scorer {
+  /** Model names, in column order: the output gets `<name>_logprob` (and `<name>_entropy`) for each. */
+  readonly modelNames: readonly string[];
+  score(batch: Batch): Promise<Map<string, ModelBatchScores>>;
+  close(): Promise<void>;
+}
+
+export class OnnxScorer implements Scorer {
   readonly vocabSizes = new Map<string, number>();
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
@@ -81,7 +96,11 @@ export class Scorer {
   }
 
   /** Start the worker, load every model once, and check the tokenizer's vocabulary against each model's. */
-  static async open(opts: ScorerOptions): Promise<Scorer> {
+  get modelNames(): string[] {
+    return this.models.map((m) => m.name);
+  }
+
+  static async open(opts: ScorerOptions): Promise<OnnxScorer> {
     if (opts.models.length === 0) throw new Error('Scorer.open: no models given');
     const names = new Set<string>();
     for (const m of opts.models) {
@@ -89,7 +108,7 @@ export class Scorer {
       names.add(m.name);
     }
     const worker = new Worker(new URL('./score-worker.js', import.meta.url));
-    const scorer = new Scorer(worker, opts.models);
+    const scorer = new OnnxScorer(worker, opts.models);
     try {
       const models: WorkerModel[] = opts.models.map((m) => ({ name: m.name, preparedPath: m.preparedPath, inputs: m.inputs, entropy: m.entropy }));
       const init: Distributive<WorkerRequest> = { type: 'init', models, device: opts.device };
@@ -151,4 +170,48 @@ export class Scorer {
     this.closed = true;
     await this.worker.terminate();
   }
+}
+
+/**
+ * The score stage: each batch goes to the least busy scorer, up to `inflightPerScorer` batches per scorer at
+ * once (two: one running, one queued in the worker, so a model never waits for the main thread). Documents pass
+ * on at once; a batch comes out with its scores as soon as it is done, in completion order.
+ */
+export function scoreStage(scorers: readonly Scorer[], opts: { inflightPerScorer?: number } = {}): Stage<BatchFlow, ScoredBatchFlow> {
+  if (scorers.length === 0) throw new Error('scoreStage: no scorer given');
+  const max = (opts.inflightPerScorer ?? 2) * scorers.length;
+  return stage('score', async function* (input, ctx) {
+    const busy = new Map<Scorer, number>(scorers.map((x) => [x, 0]));
+    const done: { batch: Batch; ok: boolean; scores?: Map<string, ModelBatchScores>; error?: unknown }[] = [];
+    let pending = 0;
+    let wake: (() => void) | null = null;
+    const launch = (batch: Batch) => {
+      const scorer = [...busy].sort((a, b) => a[1] - b[1])[0][0];
+      busy.set(scorer, busy.get(scorer)! + 1);
+      pending++;
+      // Never a rejected promise left behind: an error becomes a value, thrown when it comes out.
+      scorer.score(batch).then((scores) => ({ batch, ok: true, scores }), (error: unknown) => ({ batch, ok: false, error })).then((d) => {
+        pending--;
+        busy.set(scorer, busy.get(scorer)! - 1);
+        done.push(d);
+        wake?.();
+      });
+    };
+    const settled = () => (done.length ? Promise.resolve() : new Promise<void>((r) => { wake = r; })).then(() => { wake = null; });
+    function* drain(): Generator<ScoredBatchFlow> {
+      while (done.length) {
+        const d = done.shift()!;
+        if (!d.ok) throw d.error;
+        yield { kind: 'scored', batch: d.batch, scores: d.scores! };
+      }
+    }
+    for await (const it of input) {
+      yield* drain();
+      if (it.kind !== 'batch') { yield it; continue; }
+      while (pending >= max) { await settled(); yield* drain(); }
+      launch(it.batch);
+      ctx.crashPoint('batch-dispatched');
+    }
+    while (pending > 0 || done.length > 0) { await settled(); yield* drain(); }
+  });
 }

@@ -12,7 +12,7 @@
 import type { RecordBatch } from 'apache-arrow';
 import { Bool, Int32, makeData, type Data } from 'apache-arrow';
 import { COL, IGNORE_INDEX, logprobColumn } from '../schemas/contract.js';
-import { listView } from '../pipeline/score-files.js';
+import { listView } from './lists.js';
 import { listData } from './write.js';
 
 export type SelectBy = 'ref_loss' | 'excess';

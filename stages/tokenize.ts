@@ -4,7 +4,8 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import type { Document, TokenizedDocument } from '../pipeline/types.js';
+import type { Document, Flow, TokenizedDocument } from '../schemas/types.js';
+import { stage, type Stage } from './stage.js';
 
 export interface TokenizerInfo {
   path: string;
@@ -102,4 +103,45 @@ function configuredEos(tokenizerPath: string): string | null {
     // A broken config is not fatal: the well-known names are tried next.
   }
   return null;
+}
+
+export interface TokenizeStageOptions {
+  /** A chunk is tokenized with one encodeBatch call once it holds this many documents or characters. */
+  chunkDocs?: number;
+  chunkChars?: number;
+}
+
+/**
+ * The tokenize stage: documents in chunks through one encodeBatch call each; a chunk is also cut at the end of
+ * a unit (so a unit's documents never wait for the next unit's). Gives each document its `docSeq`, the key
+ * that later stages reassemble windows by.
+ */
+export function tokenizeStage(tokenizer: TextTokenizer, opts: TokenizeStageOptions = {}): Stage<Flow<Document>, Flow<TokenizedDocument>> {
+  const chunkDocs = opts.chunkDocs ?? 256;
+  const chunkChars = opts.chunkChars ?? 2_000_000;
+  return stage('tokenize', async function* (input, ctx) {
+    let nextSeq = 0;
+    let chunk: Extract<Flow<Document>, { kind: 'doc' }>[] = [];
+    let chars = 0;
+    async function* flush(): AsyncGenerator<Flow<TokenizedDocument>> {
+      if (chunk.length === 0) return;
+      const c = chunk;
+      chunk = [];
+      chars = 0;
+      const tokenized = await tokenizer.encode(c.map((it) => ({ ...it.doc, docSeq: nextSeq++ })));
+      for (let i = 0; i < c.length; i++) yield { kind: 'doc', unit: c[i].unit, doc: tokenized[i] };
+      ctx.crashPoint('tokenized');
+    }
+    for await (const it of input) {
+      if (it.kind === 'doc') {
+        chunk.push(it);
+        chars += it.doc.text.length;
+        if (chunk.length >= chunkDocs || chars >= chunkChars) yield* flush();
+        continue;
+      }
+      if (it.kind === 'end') yield* flush();
+      yield it;
+    }
+    yield* flush();
+  });
 }

@@ -1,6 +1,7 @@
 // Window planning: which slices of a document are fed to the model, and which tokens each slice scores.
 // Pure planning, no model: kept apart from doing (STYLE.md, hyparquet).
-import type { Window, WindowSpec } from '../pipeline/types.js';
+import type { Flow, TokenizedDocument, Window, WindowSpec, WindowedDocument } from '../schemas/types.js';
+import { stage, type Stage } from './stage.js';
 
 export function validateWindowSpec(spec: WindowSpec): void {
   const { contextTokens: C, strideTokens: S } = spec;
@@ -28,4 +29,15 @@ export function planWindows(docSeq: number, nTokens: number, spec: WindowSpec): 
     if (end >= nTokens) break;
   }
   return windows;
+}
+
+/** The window stage: each document gets the windows that score it (planWindows). */
+export function windowStage(spec: WindowSpec): Stage<Flow<TokenizedDocument>, Flow<WindowedDocument>> {
+  validateWindowSpec(spec);
+  return stage('window', async function* (input) {
+    for await (const it of input) {
+      if (it.kind !== 'doc') { yield it; continue; }
+      yield { kind: 'doc', unit: it.unit, doc: { ...it.doc, windows: planWindows(it.doc.docSeq, it.doc.tokenIds.length, spec) } };
+    }
+  });
 }

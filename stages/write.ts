@@ -1,17 +1,16 @@
 // Writer: scored documents → Arrow table in the contract's schema → Parquet (zstd, bounded row groups) or
-// Arrow IPC (uncompressed: apache-arrow 21.2's compressed IPC is unreadable by other tools). Files are
-// written atomically: temp name, fsync, rename, fsync of the directory.
+// Arrow IPC (uncompressed: apache-arrow 21.2's compressed IPC is unreadable by other tools). Bytes only: where
+// they go (atomically) is the store's business (pipeline/io).
 import { createHash } from 'node:crypto';
-import { mkdirSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
 import {
   Table, RecordBatch, Struct, Field, Float32, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, Schema, type Data, type DataType,
 } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
 import { sortParquetKeyValueMetadata } from './parquet-footer.js';
-import { crashPoint } from '../pipeline/crashpoints.js';
-import type { ScoredDocument, WindowSpec } from '../pipeline/types.js';
+import type { EncodedUnit, Rejected, ScoredDocument, UnitRecords, UnitRef, WindowSpec } from '../schemas/types.js';
+import { dataPath } from '../schemas/layout.js';
+import { stage, type Stage } from './stage.js';
 
 export type OutputFormat = 'parquet' | 'arrow';
 
@@ -131,25 +130,43 @@ export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-/** Write bytes to `path` atomically: a reader sees the old file, no file, or the whole new file. */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.${Date.now().toString(36)}.tmp`;
-  const fd = openSync(tmp, 'w');
-  try {
-    let off = 0;
-    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
-    fsyncSync(fd);
-    crashPoint('write-temp');
-  } catch (e) {
-    closeSync(fd);
-    try { unlinkSync(tmp); } catch { /* already gone */ }
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
-  crashPoint('write-renamed');
-  const dfd = openSync(dirname(path), 'r');
-  try { fsyncSync(dfd); } finally { closeSync(dfd); }
+export interface WriteStageOptions {
+  models: readonly string[];
+  entropy: boolean;
+  spec: WindowSpec;
+  format: OutputFormat;
+  /** Hive-style `shard=<key>/` folders. */
+  hive?: boolean;
+  /** Key-value metadata of a unit's file (provenance plus rho.unit), given the unit and its record count. */
+  metadata(unit: UnitRef, records: number): Map<string, string>;
 }
 
+/**
+ * The write stage: a whole unit → the bytes of its data file (Parquet or Arrow, the contract's schema) and its
+ * counts. Bytes only: the executor writes them (atomically) with the unit's rejects and completion record.
+ */
+export function writeStage(opts: WriteStageOptions): Stage<UnitRecords<ScoredDocument>, EncodedUnit> {
+  return stage('write', async function* (input) {
+    for await (const u of input) yield encodeUnit(u, opts);
+  });
+}
+
+export function encodeUnit(u: UnitRecords<ScoredDocument>, opts: WriteStageOptions): EncodedUnit {
+  const scored: ScoredDocument[] = [];
+  const rejects: Rejected[] = [];
+  let scoredTokens = 0;
+  let tokens = 0;
+  for (const r of u.records) {
+    if (r.kind === 'reject') { rejects.push(r.reject); continue; }
+    scored.push(r.doc);
+    tokens += r.doc.tokenIds.length;
+    const lp = r.doc.scores.get(opts.models[0])!.logprob;
+    for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) scoredTokens++;
+  }
+  const table = scoredTable(scored, opts.models, opts.entropy, opts.spec, opts.metadata(u.unit, u.records.length));
+  const bytes = encodeTable(table, opts.format);
+  return {
+    unit: u.unit, file: dataPath(u.unit, opts.format, opts.hive), bytes, records: u.records.length, scored: scored.length,
+    rejects, tokens, scoredTokens,
+  };
+}

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeTable } from '../stages/write.js';
-import { runScore, type ScoreConfig } from '../pipeline/score-job.js';
+import { runScore, type ScoreConfig } from '../pipeline/jobs/score.js';
 import type { Table } from 'apache-arrow';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));

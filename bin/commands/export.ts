@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
-import { runExport, type ExportSummary } from '../../pipeline/export-job.js';
-import { exitCodeOf } from '../../pipeline/errors.js';
-import { fmtDuration } from '../../pipeline/progress.js';
+import { runExport, type ExportSummary } from '../../pipeline/jobs/export.js';
+import { exitCodeOf } from '../../schemas/errors.js';
+import { fmtDuration } from '../../pipeline/run/progress.js';
 
 interface ExportArgs {
   input: string;

@@ -3,9 +3,9 @@
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { slurmScript, submitSlurm } from '../../pipeline/launch-slurm.js';
-import { k8sManifest, toYaml } from '../../pipeline/launch-k8s.js';
-import { exitCodeOf } from '../../pipeline/errors.js';
+import { slurmScript, submitSlurm } from '../../pipeline/launch/slurm.js';
+import { k8sManifest, toYaml } from '../../pipeline/launch/k8s.js';
+import { exitCodeOf } from '../../schemas/errors.js';
 
 /** The `rho score` options: everything after the first `--` on the command line. */
 function scoreArgs(): string[] {

@@ -1,5 +1,5 @@
 import type { CommandModule } from 'yargs';
-import { writeFileAtomic } from '../../stages/write.js';
+import { writeFileAtomic } from '../../pipeline/io/local.js';
 import { makeReport } from '../../inspect/report.js';
 import { DEFAULT_RATIOS, DEFAULT_MAX_EXACT_VALUES } from '../../inspect/stats.js';
 

@@ -1,9 +1,9 @@
 import type { CommandModule } from 'yargs';
-import { runScore, DEFAULT_CACHE_DIR, type ModelSpec, type RunSummary } from '../../pipeline/score-job.js';
-import { ConfigError, exitCodeOf } from '../../pipeline/errors.js';
-import { fmtDuration } from '../../pipeline/progress.js';
-import { resolveRank } from '../../pipeline/rank.js';
-import { DEFAULT_LEASE_SECONDS } from '../../pipeline/claims.js';
+import { runScore, DEFAULT_CACHE_DIR, type ModelSpec, type RunSummary } from '../../pipeline/jobs/score.js';
+import { ConfigError, exitCodeOf } from '../../schemas/errors.js';
+import { fmtDuration } from '../../pipeline/run/progress.js';
+import { resolveRank } from '../../pipeline/run/rank.js';
+import { DEFAULT_LEASE_SECONDS } from '../../pipeline/run/claims.js';
 
 interface ScoreArgs {
   model: string[];

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
-import { runSelect, DEFAULT_BATCH_TOKENS, EXACT_LIMIT_TOKENS, type SelectReport } from '../../pipeline/select-job.js';
-import { exitCodeOf } from '../../pipeline/errors.js';
-import { fmtDuration } from '../../pipeline/progress.js';
+import { runSelect, DEFAULT_BATCH_TOKENS, EXACT_LIMIT_TOKENS, type SelectReport } from '../../pipeline/jobs/select.js';
+import { exitCodeOf } from '../../schemas/errors.js';
+import { fmtDuration } from '../../pipeline/run/progress.js';
 import type { SelectBy, SelectScope } from '../../stages/select.js';
 
 interface SelectArgs {

@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
-import { ConfigError } from '../../pipeline/errors.js';
-import { openScoreSet } from '../../pipeline/score-files.js';
+import { ConfigError } from '../../schemas/errors.js';
+import { openScoreSet } from '../../pipeline/io/score-files.js';
 import { findDocuments, loadTextContext, documentText, type DocSelector } from '../../inspect/documents.js';
 import { pickMetric, tokenScores, renderShow, heatmapJson } from '../../inspect/heatmap.js';
 import { pickReference } from '../../inspect/stats.js';

@@ -1,8 +1,8 @@
 // `rho status OUTPUT`: units done / claimed / failed / missing, tokens scored, ranks with work left.
 import type { CommandModule } from 'yargs';
-import { runStatus, formatStatus } from '../../pipeline/status.js';
-import { openOutputStore } from '../../pipeline/output.js';
-import { ConfigError, exitCodeOf } from '../../pipeline/errors.js';
+import { runStatus, formatStatus } from '../../pipeline/launch/status.js';
+import { openOutputStore } from '../../pipeline/io/open.js';
+import { ConfigError, exitCodeOf } from '../../schemas/errors.js';
 
 interface StatusArgs {
   output: string;

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
-import { verifyOutput, type Finding, type VerifyReport } from '../../pipeline/verify.js';
-import { ConfigError, EXIT } from '../../pipeline/errors.js';
-import { openOutputStore } from '../../pipeline/output.js';
+import { verifyOutput, type Finding, type VerifyReport } from '../../pipeline/jobs/verify/index.js';
+import { ConfigError, EXIT } from '../../schemas/errors.js';
+import { openOutputStore } from '../../pipeline/io/open.js';
 
 interface VerifyArgs {
   output: string;

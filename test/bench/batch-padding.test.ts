@@ -1,7 +1,7 @@
 // The benchmark's padding target (<= 5% of computed positions) rests on planBatches bounding each batch's padding.
 import test from 'ava';
 import { planBatches } from '../../stages/batch.js';
-import type { Window } from '../../pipeline/types.js';
+import type { Window } from '../../schemas/types.js';
 
 /** Many short windows whose lengths fall fast, plus some full-context ones: the pool shape of a web corpus. */
 function pool(): Window[] {

@@ -1,9 +1,10 @@
 // Hand-made score dirs for tests where exact numbers matter: written with the real writer (scoredTable +
 // encodeTable), in the real layout, with the metadata a score run writes.
 import { join } from 'node:path';
-import { scoredTable, encodeTable, writeFileAtomic, type OutputFormat } from '../../stages/write.js';
+import { scoredTable, encodeTable, type OutputFormat } from '../../stages/write.js';
+import { writeFileAtomic } from '../../pipeline/io/local.js';
 import { META, SCHEMA_VERSION } from '../../schemas/contract.js';
-import type { ScoredDocument } from '../../pipeline/types.js';
+import type { ScoredDocument } from '../../schemas/types.js';
 
 export interface HandDoc {
   id: string;

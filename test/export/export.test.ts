@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { score, tmp, shardPath, modelPath, RHO, TOKENIZER, ROOT } from '../helpers.js';
-import { runExport } from '../../pipeline/export-job.js';
+import { runExport } from '../../pipeline/jobs/export.js';
 import { writeScoreDir, rng } from './_handmade.js';
 
 // ---- independent readers of the export (plain typed arrays over the bytes, as numpy would map them) ----

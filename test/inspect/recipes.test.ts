@@ -4,7 +4,7 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runSelect } from '../../pipeline/select-job.js';
+import { runSelect } from '../../pipeline/jobs/select.js';
 import { scoredDir, rho, duck, recipes } from './_fixture.js';
 import { ROOT, tmp } from '../helpers.js';
 import type { Stats, GroupStats } from '../../inspect/stats.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 import { Tokenizer } from 'tokenizers';
-import { runSelect } from '../../pipeline/select-job.js';
+import { runSelect } from '../../pipeline/jobs/select.js';
 import { scoredDir, rho, duck, sourceTexts, utf16Index } from './_fixture.js';
 import { tmp, TOKENIZER } from '../helpers.js';
 import type { Stats } from '../../inspect/stats.js';

@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { prepareModel, type PreparedModel } from '../../model/prepare.js';
-import { Scorer, alignScores } from '../../stages/score.js';
-import type { Batch } from '../../pipeline/types.js';
+import { OnnxScorer as Scorer, alignScores } from '../../stages/score.js';
+import type { Batch } from '../../schemas/types.js';
 import { lsmAt, makeBatch, modelPath, referenceLogits, tmpDir, cleanup, type Kind } from './_models.js';
 
 test.after.always(cleanup);

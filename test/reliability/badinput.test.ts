@@ -14,10 +14,10 @@ import * as pq from 'parquet-wasm';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Tokenizer } from 'tokenizers';
 import { CACHE, RHO, ROOT, TOKENIZER, modelPath, shardPath, tmp } from '../helpers.js';
-import { EXIT } from '../../pipeline/errors.js';
-import type { Manifest } from '../../pipeline/manifest.js';
-import type { CompletionRecord } from '../../pipeline/units.js';
-import type { VerifyReport } from '../../pipeline/verify.js';
+import { EXIT } from '../../schemas/errors.js';
+import type { Manifest } from '../../pipeline/run/manifest.js';
+import type { CompletionRecord } from '../../schemas/layout.js';
+import type { VerifyReport } from '../../pipeline/jobs/verify/index.js';
 
 const exec = promisify(execFile);
 interface CliResult { code: number; stdout: string; stderr: string }

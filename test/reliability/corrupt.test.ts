@@ -9,10 +9,10 @@ import { join } from 'node:path';
 import { Table, tableFromArrays, tableToIPC } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { CACHE, RHO, ROOT, TOKENIZER, modelPath, readRows, tmp } from '../helpers.js';
-import { EXIT } from '../../pipeline/errors.js';
-import { verifyOutput } from '../../pipeline/verify.js';
+import { EXIT } from '../../schemas/errors.js';
+import { verifyOutput } from '../../pipeline/jobs/verify/index.js';
 import { readShard } from '../../stages/read.js';
-import { LAYOUT } from '../../pipeline/units.js';
+import { LAYOUT } from '../../schemas/layout.js';
 
 const exec = promisify(execFile);
 async function rho(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -9,11 +9,11 @@ import { join, relative } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Tokenizer } from 'tokenizers';
 import { CACHE, RHO, ROOT, TOKENIZER, modelPath, readRows, score, tmp } from '../helpers.js';
-import { ConfigError, EXIT } from '../../pipeline/errors.js';
-import { verifyOutput } from '../../pipeline/verify.js';
-import { runStatus } from '../../pipeline/status.js';
-import { LocalStore } from '../../pipeline/store.js';
-import { LAYOUT } from '../../pipeline/units.js';
+import { ConfigError, EXIT } from '../../schemas/errors.js';
+import { verifyOutput } from '../../pipeline/jobs/verify/index.js';
+import { runStatus } from '../../pipeline/launch/status.js';
+import { LocalStore } from '../../pipeline/io/local.js';
+import { LAYOUT } from '../../schemas/layout.js';
 
 const exec = promisify(execFile);
 async function rho(args: string[], cwd = ROOT): Promise<{ code: number; stdout: string; stderr: string }> {

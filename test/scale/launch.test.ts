@@ -5,7 +5,7 @@ import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { slurmScript } from '../../pipeline/launch-slurm.js';
+import { slurmScript } from '../../pipeline/launch/slurm.js';
 import { CACHE, RHO, TOKENIZER, modelPath, shardPath, tmp } from '../helpers.js';
 
 function rho(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -1,8 +1,8 @@
 // Rank/world size from flags and scheduler environments; the stable unit → rank assignment.
 import test from 'ava';
-import { resolveRank, ownerOf, checkWorldSize, WORLD_PATH } from '../../pipeline/rank.js';
-import { ConfigError, EXIT } from '../../pipeline/errors.js';
-import { LocalStore } from '../../pipeline/store.js';
+import { resolveRank, ownerOf, checkWorldSize, WORLD_PATH } from '../../pipeline/run/rank.js';
+import { ConfigError, EXIT } from '../../schemas/errors.js';
+import { LocalStore } from '../../pipeline/io/local.js';
 import { tmp } from '../helpers.js';
 
 test('no flags and no scheduler: rank 0 of 1', (t) => {

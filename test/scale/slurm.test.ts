@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { startSlurm, type Slurm } from '../services/slurm.js';
 import { CACHE, RHO, TOKENIZER, modelPath, shardPath, tmp } from '../helpers.js';
-import { ownerOf } from '../../pipeline/rank.js';
-import { unitName } from '../../pipeline/units.js';
+import { ownerOf } from '../../pipeline/run/rank.js';
+import { unitName } from '../../schemas/layout.js';
 import { startOrSkip, need } from './_services.js';
 
 let slurm: { service: Slurm | null; why: string | null };

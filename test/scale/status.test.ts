@@ -4,8 +4,8 @@ import { execFile } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync, mkdirSync, statSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { runStatus } from '../../pipeline/status.js';
-import { LocalStore } from '../../pipeline/store.js';
+import { runStatus } from '../../pipeline/launch/status.js';
+import { LocalStore } from '../../pipeline/io/local.js';
 import { RHO, score, shardPath, tmp } from '../helpers.js';
 
 const INPUTS = [shardPath('clean.jsonl'), shardPath('mixed.parquet')];

@@ -4,8 +4,8 @@ import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { score, tmp, shardPath, modelPath, RHO, ROOT, readTable } from '../helpers.js';
-import { runSelect, type SelectConfig } from '../../pipeline/select-job.js';
-import { runExport } from '../../pipeline/export-job.js';
+import { runSelect, type SelectConfig } from '../../pipeline/jobs/select.js';
+import { runExport } from '../../pipeline/jobs/export.js';
 import { writeScoreDir, rng, type HandFile } from '../export/_handmade.js';
 
 // ---------------------------------------------------------------------------------------------------------

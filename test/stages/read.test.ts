@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { tableFromArrays, tableToIPC, vectorFromArray, Table, Int32, Utf8 } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { readShard } from '../../stages/read.js';
-import type { ReadItem } from '../../pipeline/types.js';
+import type { ReadItem } from '../../schemas/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rho-read-'));
 async function all(path: string, idField?: string): Promise<ReadItem[]> {

@@ -6,10 +6,10 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Bool, Field, Float32, Float64, Int32, Schema, makeData, type Data, type Table } from 'apache-arrow';
 import { score, shardPath, tmp, readTable, RHO, ROOT } from '../helpers.js';
-import { verifyOutput, type Finding, type VerifyReport } from '../../pipeline/verify.js';
+import { verifyOutput, type Finding, type VerifyReport } from '../../pipeline/jobs/verify/index.js';
 import { encodeTable, listData, sha256, tableFromChildren } from '../../stages/write.js';
-import { LAYOUT, shardKey, type CompletionRecord } from '../../pipeline/units.js';
-import { EXIT } from '../../pipeline/errors.js';
+import { LAYOUT, shardKey, type CompletionRecord } from '../../schemas/layout.js';
+import { EXIT } from '../../schemas/errors.js';
 import { IGNORE_INDEX, selectFields } from '../../schemas/contract.js';
 
 const run = promisify(execFile);

@@ -5,12 +5,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, realpathSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
-import { readShard, InputReadError } from '../stages/read.js';
-import { ConfigError, EXIT } from './errors.js';
-import { openerFor } from './output.js';
+import { readShard, InputReadError } from '../../stages/read.js';
+import { ConfigError, EXIT } from '../../schemas/errors.js';
+import { openerFor } from './open.js';
 import type { S3Options } from './s3.js';
-import type { OutputStore } from './store.js';
-import { LAYOUT, shardKey, type CompletionRecord } from './units.js';
+import type { OutputStore } from '../../schemas/store.js';
+import { LAYOUT, shardKey, type CompletionRecord } from '../../schemas/layout.js';
 
 /** Some shards could not be read (transport): the run did what it could and exits 1 naming them. */
 export class IncompleteRunError extends Error {
@@ -38,8 +38,6 @@ export function canonicalLocation(source: string): string {
 
 /** What a unit was scored from: compared on every rerun and by `rho verify --inputs`. */
 export interface InputFingerprint {
-  /** canonicalLocation() of the shard. */
-  location: string;
   bytes: number;
   /** sha256 of the file's bytes (local files). */
   sha256?: string;
@@ -49,11 +47,15 @@ export interface InputFingerprint {
 }
 
 export async function fingerprint(source: string, s3: S3Options = {}): Promise<InputFingerprint> {
-  const location = canonicalLocation(source);
   if (isS3(source)) {
     const { headObject } = await import('./s3.js');
-    const h = await headObject(source, s3);
-    return { location, bytes: h.bytes, etag: h.etag, ...(h.version ? { version: h.version } : {}) };
+    let h;
+    try {
+      h = await headObject(source, s3);
+    } catch (e) {
+      throw new InputReadError(source, e as Error);
+    }
+    return { bytes: h.bytes, etag: h.etag, ...(h.version ? { version: h.version } : {}) };
   }
   return new Promise((ok, fail) => {
     const hash = createHash('sha256');
@@ -61,7 +63,7 @@ export async function fingerprint(source: string, s3: S3Options = {}): Promise<I
     createReadStream(source)
       .on('data', (c: Buffer | string) => { bytes += c.length; hash.update(c); })
       .on('error', (e) => fail(new InputReadError(source, e)))
-      .on('end', () => ok({ location, bytes, sha256: hash.digest('hex') }));
+      .on('end', () => ok({ bytes, sha256: hash.digest('hex') }));
   });
 }
 
@@ -180,7 +182,58 @@ export async function probeFields(shards: { source: string }[], opts: { textFiel
   if (problems.length) throw new ConfigError(`${problems.join('\n')}\ncheck --text-field/--id-field (nothing was written)`);
 }
 
-export const keyOfLocation = (location: string): string => shardKey(location);
+/** `_rho/inputs/<key>.json`: which file (canonical location) a shard folder belongs to, and its first spelling. */
+export const INPUTS_DIR = '_rho/inputs';
+interface ShardEntry { source: string; location: string }
+
+/**
+ * Give every shard its folder: the one its canonical location already has in this output dir (so `a.jsonl`,
+ * `./a.jsonl`, an absolute path or a symlink land in one folder, with the `source` first written), else
+ * shardKey(source as given) — unless another file holds that name, then shardKey(location). With `register`,
+ * new shards are recorded (created exclusively; a runner that lost the race takes the winner's entry).
+ * Locations are kept out of the data files and records, so outputs do not depend on where the data lives.
+ */
+export async function assignShardKeys(store: OutputStore, shards: { source: string; location: string; key: string }[], register: boolean): Promise<void> {
+  const byLocation = new Map<string, { key: string; source: string }>();
+  const keyOwner = new Map<string, string>();
+  const readEntry = async (rel: string) => {
+    const bytes = await store.read(rel);
+    if (!bytes) return null;
+    try { return JSON.parse(new TextDecoder().decode(bytes)) as ShardEntry; } catch { return null; }
+  };
+  for (const rel of await store.list(INPUTS_DIR)) {
+    if (!rel.endsWith('.json')) continue;
+    const e = await readEntry(rel);
+    if (!e) continue;
+    const key = rel.slice(INPUTS_DIR.length + 1, -'.json'.length);
+    byLocation.set(e.location, { key, source: e.source });
+    keyOwner.set(key, e.location);
+  }
+  for (const s of shards) {
+    const known = byLocation.get(s.location);
+    if (known) {
+      s.key = known.key;
+      s.source = known.source;
+      continue;
+    }
+    for (const key of [shardKey(s.source), shardKey(s.location)]) {
+      const owner = keyOwner.get(key);
+      if (owner !== undefined && owner !== s.location) continue;
+      if (register) {
+        const entry: ShardEntry = { source: s.source, location: s.location };
+        if (!(await store.createExclusive(`${INPUTS_DIR}/${key}.json`, new TextEncoder().encode(JSON.stringify(entry) + '\n')))) {
+          const other = await readEntry(`${INPUTS_DIR}/${key}.json`);
+          if (other?.location !== s.location) { keyOwner.set(key, other?.location ?? '?'); continue; }
+          s.source = other.source;
+        }
+      }
+      s.key = key;
+      keyOwner.set(key, s.location);
+      byLocation.set(s.location, { key, source: s.source });
+      break;
+    }
+  }
+}
 
 /** Every numeric flag, before any work: NaN, negatives, zero and fractions where they make no sense. */
 export function checkNumericFlags(f: Record<string, number | undefined>, rules: Record<string, 'positive-int' | 'nonneg-int' | 'positive'>): void {

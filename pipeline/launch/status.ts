@@ -1,16 +1,17 @@
 // `rho status OUTPUT`: where a (possibly sharded) run stands, from what is in the output alone:
 // completion records (done), claims (claimed / failed / expired), and the input list (missing units).
 import { createHash } from 'node:crypto';
-import { readShard } from '../stages/read.js';
-import { ConfigError } from './errors.js';
-import { readCompletionRecords } from './manifest.js';
-import { isLive, type ClaimBody } from './claims.js';
-import { resolveInputs } from './inputs.js';
-import { openerFor } from './output.js';
-import { ownerOf, WORLD_PATH } from './rank.js';
-import type { OutputStore } from './store.js';
-import { LAYOUT, partName, recordKey } from './units.js';
-import type { S3Options } from './s3.js';
+import { readShard } from '../../stages/read.js';
+import { ConfigError } from '../../schemas/errors.js';
+import { readCompletionRecords } from '../run/manifest.js';
+import { isLive, type ClaimBody } from '../run/claims.js';
+import { resolveInputs } from '../io/inputs.js';
+import { assignShardKeys } from '../io/input-checks.js';
+import { openerFor } from '../io/open.js';
+import { ownerOf, WORLD_PATH } from '../run/rank.js';
+import type { OutputStore } from '../../schemas/store.js';
+import { LAYOUT, partName, recordKey } from '../../schemas/layout.js';
+import type { S3Options } from '../io/s3.js';
 
 export type UnitState = 'done' | 'claimed' | 'failed' | 'missing';
 
@@ -127,6 +128,8 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
     } catch (e) {
       throw new ConfigError((e as Error).message);
     }
+    // The folders this output dir gives those files (a later spelling maps onto the first one's folder).
+    await assignShardKeys(store, shards, false);
     shardCount = shards.length;
     for (const s of shards) {
       const mine = records.filter((r) => recordKey(r) === s.key).sort((a, b) => a.part - b.part);

@@ -12,8 +12,8 @@
 // (a paused runner wakes up after losing its lease) two runners write byte-identical files.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type { OutputStore } from './store.js';
-import { LAYOUT } from './units.js';
+import type { OutputStore } from '../../schemas/store.js';
+import { LAYOUT } from '../../schemas/layout.js';
 
 export interface ClaimBody {
   unit: string;

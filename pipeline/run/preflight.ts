@@ -1,8 +1,8 @@
 // The model side of "nothing is committed before the configuration is proven": a window of C tokens must
 // actually run. A model whose learned position table is shorter than C (a GPT-2 export without its
 // config.json) fails here, before _rho/config.json is written, with the limit named — not mid-run.
-import type { Scorer } from '../stages/score.js';
-import { ConfigError } from './errors.js';
+import type { Scorer } from '../../stages/score.js';
+import { ConfigError } from '../../schemas/errors.js';
 
 async function runs(scorer: Scorer, width: number): Promise<string | null> {
   try {

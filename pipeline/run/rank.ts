@@ -3,8 +3,8 @@
 // Indexed Job, AWS Batch array job); units are assigned by a hash of their name, so the assignment depends on
 // nothing but the unit and the world size (adding inputs later never moves a finished unit).
 import { createHash } from 'node:crypto';
-import { ConfigError } from './errors.js';
-import type { OutputStore } from './store.js';
+import { ConfigError } from '../../schemas/errors.js';
+import type { OutputStore } from '../../schemas/store.js';
 
 export interface RankFlags {
   rank?: number;

@@ -1,8 +1,8 @@
 // `rho launch k8s`: a Kubernetes Indexed Job whose pods are the ranks of one `rho score` configuration.
 // Pod i gets JOB_COMPLETION_INDEX=i from Kubernetes and RHO_WORLD_SIZE=completions from this manifest
 // (Kubernetes does not tell a pod the Job's size), which is all rank.ts needs.
-import { ConfigError } from './errors.js';
-import { checkScoreArgs } from './launch-slurm.js';
+import { ConfigError } from '../../schemas/errors.js';
+import { checkScoreArgs } from './slurm.js';
 
 export interface K8sLaunch {
   name: string;

@@ -22,8 +22,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { RetryStrategyV2, RetryToken, RetryErrorInfo } from '@smithy/types';
-import type { OutputStore } from './store.js';
-import type { ShardOpener } from '../stages/read.js';
+import type { OutputStore } from '../../schemas/store.js';
+import type { ShardOpener } from '../../stages/read.js';
 
 export interface S3Options {
   /** --s3-endpoint: URL of an S3-compatible store; path-style addressing is used with it. */

@@ -2,7 +2,7 @@
 // Task i runs `rho score ... --world-size N` with SLURM_ARRAY_TASK_ID = i as its rank (see rank.ts), so a
 // resubmission of the whole array, or of some task ids, finishes exactly the units still missing.
 import { execFile } from 'node:child_process';
-import { ConfigError } from './errors.js';
+import { ConfigError } from '../../schemas/errors.js';
 
 export interface SlurmLaunch {
   /** Tasks in the array = the world size. */

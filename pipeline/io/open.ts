@@ -1,7 +1,8 @@
 // Where a URI's bytes live: local paths and s3:// URIs, for outputs (OutputStore) and inputs (ShardOpener).
 // The S3 side is loaded only when an s3:// URI is used, so local runs never load the AWS SDK.
-import { localFiles, type ShardOpener } from '../stages/read.js';
-import { LocalStore, type OutputStore } from './store.js';
+import { pipeline, Transform } from 'node:stream';
+import { localFiles, type ShardOpener } from '../../stages/read.js';
+import { LocalStore, type OutputStore } from './local.js';
 import type { S3Options } from './s3.js';
 
 export const isS3Uri = (s: string): boolean => /^s3:\/\//i.test(s);
@@ -29,4 +30,15 @@ export async function openerFor(source: string, opts: S3Options = {}): Promise<S
     s3Openers.set(key, o);
   }
   return o;
+}
+
+/** Wrap an opener so that the bytes its streams deliver are counted (for progress only). */
+export function countingOpener(inner: ShardOpener, onBytes: (n: number) => void): ShardOpener {
+  return {
+    stream(source) {
+      const counter = new Transform({ transform(chunk: Buffer, _e, cb) { onBytes(chunk.length); cb(null, chunk); } });
+      return pipeline(inner.stream(source), counter, () => {});
+    },
+    blob: (source) => inner.blob(source),
+  };
 }

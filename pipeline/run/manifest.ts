@@ -1,39 +1,13 @@
 // manifest.json: provenance plus the accounting of the whole output dir, rebuilt from the completion records
 // (so several runners writing one dir agree on it). Fields under "run" vary from run to run (wall time);
 // everything else is a function of the inputs and the configuration.
-import { LAYOUT, recordKey, shardKey, type CompletionRecord } from './units.js';
-import type { OutputStore } from './store.js';
-import type { InputShard } from './inputs.js';
-import { combinedProvenance } from '../schemas/contract.js';
+import { LAYOUT, recordKey, shardKey, type CompletionRecord } from '../../schemas/layout.js';
+import type { OutputStore } from '../../schemas/store.js';
+import type { InputShard } from '../io/inputs.js';
+import { combinedProvenance } from '../../schemas/contract.js';
+import type { ShardAccount, Manifest } from '../../schemas/manifest.js';
 
-export interface ShardAccount {
-  source: string;
-  bytes: number;
-  key: string;
-  units_done: number;
-  docs_in: number;
-  scored: number;
-  rejected: number;
-  tokens: number;
-  scored_tokens: number;
-}
-
-export interface Manifest {
-  schema_version: number;
-  rho_version?: unknown;
-  models?: unknown;
-  tokenizer?: unknown;
-  context?: unknown;
-  stride?: unknown;
-  special_tokens?: unknown;
-  inputs?: unknown;
-  provenance: Record<string, string>;
-  config_sha256: string;
-  shards: ShardAccount[];
-  totals: Omit<ShardAccount, 'source' | 'bytes' | 'key'> & { shards: number; bytes: number };
-  files: { file: string; rows: number; bytes: number; sha256: string }[];
-  run: Record<string, unknown>;
-}
+export type { ShardAccount, Manifest };
 
 /** The provenance keys as top-level manifest fields with parsed values: rho_version, models, tokenizer, context, stride, special_tokens, inputs. */
 function provenanceFields(p: Record<string, string>): Record<string, unknown> {

@@ -5,12 +5,12 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { COL } from '../schemas/contract.js';
-import { encodeBatch, tokenDtypeFor, MEMMAP_FORMAT, MEMMAP_VERSION, type MemmapHeader, type ScoreDtype, type ExportPlan } from '../stages/export.js';
-import { TextTokenizer } from '../stages/tokenize.js';
-import { openScoreSet, setBatches, setProvenance, listView, checkOutputDir, stagingDir, publishDir, type ScoreSet } from './score-files.js';
-import { ConfigError } from './errors.js';
-import { Progress } from './progress.js';
+import { COL } from '../../schemas/contract.js';
+import { encodeBatch, tokenDtypeFor, MEMMAP_FORMAT, MEMMAP_VERSION, type MemmapHeader, type ScoreDtype, type ExportPlan } from '../../stages/export.js';
+import { TextTokenizer } from '../../stages/tokenize.js';
+import { openScoreSet, setBatches, setProvenance, listView, checkOutputDir, stagingDir, publishDir, type ScoreSet } from '../io/score-files.js';
+import { ConfigError } from '../../schemas/errors.js';
+import { Progress } from '../run/progress.js';
 
 export interface ExportConfig {
   input: string;

@@ -4,19 +4,20 @@
 import { mkdirSync, readFileSync, readdirSync, writeFileSync, rmSync, existsSync, copyFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { RecordBatch, Struct, Table, makeData, Schema, type Data } from 'apache-arrow';
-import { COL, logprobColumn, selectFields } from '../schemas/contract.js';
-import { QuantileSketch } from '../stages/sketch.js';
+import { COL, logprobColumn, selectFields } from '../../schemas/contract.js';
+import { QuantileSketch } from '../../stages/sketch.js';
 import {
   SELECT_META, CutApplier, ValueBuffer, batchScores, cutOf, keepCount, scoreFormula, scoreInputs, selectColumns, summarize,
   type Cut, type SelectBy, type SelectScope,
-} from '../stages/select.js';
-import { encodeTable, sha256, writeFileAtomic, type OutputFormat } from '../stages/write.js';
-import { refuseOutputInsideInput } from './input-checks.js';
-import { openScoreSet, fileBatches, setBatches, checkOutputDir, stagingDir, publishDir, type ScoreSet } from './score-files.js';
-import { LAYOUT, type CompletionRecord } from './units.js';
-import type { Manifest } from './manifest.js';
-import { ConfigError } from './errors.js';
-import { Progress } from './progress.js';
+} from '../../stages/select.js';
+import { encodeTable, sha256, type OutputFormat } from '../../stages/write.js';
+import { writeFileAtomic } from '../io/local.js';
+import { refuseOutputInsideInput } from '../io/input-checks.js';
+import { openScoreSet, fileBatches, setBatches, checkOutputDir, stagingDir, publishDir, type ScoreSet } from '../io/score-files.js';
+import { LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
+import type { Manifest } from '../run/manifest.js';
+import { ConfigError } from '../../schemas/errors.js';
+import { Progress } from '../run/progress.js';
 
 /** Global scope keeps every score in memory (8 bytes each) up to this many scored tokens, then uses the sketch. */
 export const EXACT_LIMIT_TOKENS = 16_000_000;

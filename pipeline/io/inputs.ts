@@ -4,10 +4,10 @@
 import { statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { glob, isDynamicPattern } from 'tinyglobby';
-import { shardFormat } from '../stages/read.js';
+import { shardFormat } from '../../stages/read.js';
 import type { S3Options } from './s3.js';
 import { canonicalLocation } from './input-checks.js';
-import { shardKey } from './units.js';
+import { shardKey } from '../../schemas/layout.js';
 
 export interface InputShard {
   /** As given (or as the glob expanded it), first spelling seen: the `source` column. */
@@ -15,7 +15,10 @@ export interface InputShard {
   bytes: number;
   /** Resolved real path or normalised URI: the shard's identity. */
   location: string;
-  /** Folder name of its units: shardKey(location). */
+  /**
+   * Folder name of its units: shardKey(source as first given), so output paths do not depend on where the
+   * data lives; assignShardKeys() maps a later spelling of the same file onto the folder it already has.
+   */
   key: string;
 }
 
@@ -32,7 +35,7 @@ export async function resolveInputs(patterns: string[], s3: S3Options = {}): Pro
         if (seen.has(location)) continue;
         seen.add(location);
         shardFormat(m.source);
-        shards.push({ ...m, location, key: shardKey(location) });
+        shards.push({ ...m, location, key: shardKey(m.source) });
       }
       continue;
     }
@@ -58,7 +61,7 @@ export async function resolveInputs(patterns: string[], s3: S3Options = {}): Pro
         throw new Error(`--input ${source}: ${code === 'ENOENT' ? 'file not found' : (e as Error).message}`);
       }
       shardFormat(source); // throws on an unknown extension, before any work
-      shards.push({ source, bytes, location, key: shardKey(location) });
+      shards.push({ source, bytes, location, key: shardKey(source) });
     }
   }
   return shards;

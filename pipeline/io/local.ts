@@ -1,23 +1,34 @@
 // Where outputs live. Two-method-style interface (hyparquet's habit): the pipeline only writes whole files
 // atomically, reads them back, lists a prefix and creates a file only if absent (claims). Local disk here;
 // an object store implements the same calls.
-import { mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { writeFileAtomic } from '../stages/write.js';
+import { crashPoint } from '../../schemas/crashpoints.js';
+import type { OutputStore } from '../../schemas/store.js';
 
-export interface OutputStore {
-  /** Human-readable root (path or URI) for messages. */
-  readonly root: string;
-  writeAtomic(rel: string, bytes: Uint8Array): Promise<void>;
-  /** Create `rel` with `bytes` only if it does not exist; false if it already did. Never a torn file. */
-  createExclusive(rel: string, bytes: Uint8Array): Promise<boolean>;
-  read(rel: string): Promise<Uint8Array | null>;
-  exists(rel: string): Promise<boolean>;
-  /** Relative paths of the files under `prefix` (recursive), sorted. */
-  list(prefix: string): Promise<string[]>;
-  remove(rel: string): Promise<void>;
-  /** Check the store can be written at all, before any work (a clear error instead of a late failure). */
-  checkWritable(): Promise<void>;
+export type { OutputStore };
+
+/** Write bytes to `path` atomically: a reader sees the old file, no file, or the whole new file. */
+export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.${Date.now().toString(36)}.tmp`;
+  const fd = openSync(tmp, 'w');
+  try {
+    let off = 0;
+    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+    fsyncSync(fd);
+    crashPoint('write-temp');
+  } catch (e) {
+    closeSync(fd);
+    try { unlinkSync(tmp); } catch { /* already gone */ }
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  crashPoint('write-renamed');
+  const dfd = openSync(dirname(path), 'r');
+  try { fsyncSync(dfd); } finally { closeSync(dfd); }
 }
 
 export class LocalStore implements OutputStore {
@@ -108,4 +119,12 @@ export class LocalStore implements OutputStore {
       throw new Error(`output dir ${this.root} is not writable (${(e as Error).message}); choose another --output or fix its permissions`);
     }
   }
+}
+
+/** sha256 of a local file, streamed. */
+export function fileSha256(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path).on('data', (c) => h.update(c)).on('error', reject).on('end', () => resolve(h.digest('hex')));
+  });
 }

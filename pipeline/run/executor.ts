@@ -1,0 +1,251 @@
+// The executor (datatrove's executor/step split): everything about *which* work a runner does and how it is
+// made durable, apart from the stages that do it. It cuts inputs into work units, skips units already done
+// (resume), owned by other ranks, or claimed by other live runners; feeds the records of its own units to the
+// stages; gathers each unit back whole; commits it (data file, rejects, completion record, all atomic) and
+// releases its claim; keeps the accounting, the progress line and the manifest.
+import { LAYOUT, donePath, rejectsPath, unitName } from '../../schemas/layout.js';
+import type { CompletionRecord } from '../../schemas/layout.js';
+import type { OutputStore } from '../../schemas/store.js';
+import type { Document, EncodedUnit, Flow, ReadItem, UnitRecords, UnitRef } from '../../schemas/types.js';
+import type { Manifest } from '../../schemas/manifest.js';
+import { crashPoint } from '../../schemas/crashpoints.js';
+import { stage, type Stage } from '../../stages/stage.js';
+import { sha256 } from '../../stages/write.js';
+import { Claims, DEFAULT_LEASE_SECONDS } from './claims.js';
+import { ownerOf } from './rank.js';
+import { Progress } from './progress.js';
+import { buildManifest, readCompletionRecords } from './manifest.js';
+import { InputReadError } from '../../stages/read.js';
+
+/** One input of a run: a shard file or a document source, read record by record. */
+export interface ExecutorInput {
+  /** The `source` column and the input's identity (units are named after it). */
+  source: string;
+  /** Size in bytes for the progress ETA (0 when unknown). */
+  bytes: number;
+  /** The input's records in row order; `onBytes` reports bytes read, for the progress line only. */
+  read(onBytes: (n: number) => void): AsyncIterable<ReadItem>;
+  /** The folder of its units (shardKey of its canonical location); default shardKey(source). */
+  key?: string;
+  /** What its units are scored from (size + content hash or ETag), stored in their completion records. */
+  fingerprint?: () => Promise<CompletionRecord['input']>;
+}
+
+export interface ExecutorOptions {
+  store: OutputStore;
+  inputs: ExecutorInput[];
+  /** Records per work unit. */
+  unitDocs: number;
+  rank?: number;
+  worldSize?: number;
+  leaseSeconds?: number;
+  /** sha256 of the run identity: only completion records of this configuration count as done. */
+  configSha: string;
+  progress: boolean;
+  /** Live counts for the progress line (documents finished, tokens scored), read from the stages. */
+  live?: () => { docs: number; tokens: number };
+}
+
+/** This run only (units skipped because they were already done are not counted in the document counts). */
+export interface RunCounts {
+  units_written: number;
+  units_skipped: number;
+  units_other_rank: number;
+  units_claimed_elsewhere: number;
+  docs_in: number;
+  scored: number;
+  rejected: number;
+  tokens: number;
+  scored_tokens: number;
+}
+
+type Skip = 'done' | 'rank' | 'claimed' | null;
+
+export class Executor {
+  readonly counts: RunCounts = { units_written: 0, units_skipped: 0, units_other_rank: 0, units_claimed_elsewhere: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
+  readonly claims: Claims;
+  readonly progress: Progress;
+  private readonly rank: number;
+  private readonly worldSize: number;
+  private done = new Set<string>();
+  /** Inputs whose bytes could not be read (transport): their open units are abandoned, the run exits 1. */
+  readonly unreadable: InputReadError[] = [];
+  private readonly abandoned = new Set<string>();
+  private readonly fingerprints = new Map<string, CompletionRecord['input']>();
+  private rejectsRead = 0;
+  private inputBytesDone = 0;
+  // Bytes of the current input read so far (streamed formats), so the ETA moves inside a large shard.
+  private shardBytesRead = 0;
+
+  private constructor(private readonly opts: ExecutorOptions) {
+    this.rank = opts.rank ?? 0;
+    this.worldSize = opts.worldSize ?? 1;
+    this.claims = new Claims(opts.store, this.rank, (opts.leaseSeconds ?? DEFAULT_LEASE_SECONDS) * 1000);
+    const live = opts.live ?? (() => ({ docs: 0, tokens: 0 }));
+    this.progress = new Progress(opts.inputs.reduce((a, s) => a + s.bytes, 0), () => ({ ...live(), rejected: this.rejectsRead, inputBytesDone: this.inputBytesDone + this.shardBytesRead }), opts.progress);
+  }
+
+  /** Read which units are done already (resume). Only whole `.json` records count: a crash can leave a `*.tmp`. */
+  static async open(opts: ExecutorOptions): Promise<Executor> {
+    const x = new Executor(opts);
+    x.done = new Set((await readCompletionRecords(opts.store)).filter((r) => r.config_sha256 === opts.configSha).map((r) => r.unit));
+    return x;
+  }
+
+  /**
+   * Run a job: `build` turns the record stream of this runner's units into encoded units (the job's stages);
+   * each is committed as it comes. On failure every held claim is released, marked failed. Returns the seconds
+   * until the last unit was committed.
+   */
+  async execute(build: (source: AsyncIterable<Flow<Document>>) => AsyncIterable<EncodedUnit>): Promise<number> {
+    try {
+      for await (const unit of build(this.source())) await this.commit(unit);
+      // Claims of abandoned units are released (failed, with the reason) so that any runner may redo them.
+      if (this.unreadable.length) await this.claims.releaseAll(this.unreadable.map((e) => e.message).join('; '));
+      return this.progress.elapsedSeconds();
+    } catch (e) {
+      await this.claims.releaseAll((e as Error).message);
+      throw e;
+    } finally {
+      this.claims.stopRenewal();
+      this.progress.stop();
+    }
+  }
+
+  /** The records of this runner's units, each unit closed by an `end` with its record count. */
+  async *source(): AsyncGenerator<Flow<Document>> {
+    for (const input of this.opts.inputs) {
+      this.shardBytesRead = 0;
+      yield* this.unitsOf(input);
+      this.inputBytesDone += input.bytes;
+      this.shardBytesRead = 0;
+    }
+  }
+
+  private async *unitsOf(input: ExecutorInput): AsyncGenerator<Flow<Document>> {
+    let open: UnitRef | null = null;
+    let records = 0;
+    const skipped = new Set<number>();
+    const onBytes = (n: number) => { this.shardBytesRead = Math.min(this.shardBytesRead + n, input.bytes || Infinity); };
+    try {
+    if (input.fingerprint && !this.fingerprints.has(input.source)) this.fingerprints.set(input.source, await input.fingerprint());
+    for await (const item of input.read(onBytes)) {
+      const row = item.kind === 'doc' ? item.doc.row : item.reject.row;
+      const part = Math.floor(row / this.opts.unitDocs);
+      if (open && open.part !== part) {
+        yield { kind: 'end', unit: open, records };
+        open = null;
+      }
+      if (skipped.has(part)) continue;
+      if (!open) {
+        const unit: UnitRef = { name: unitName({ source: input.source, part, key: input.key }), source: input.source, part, firstRow: part * this.opts.unitDocs, key: input.key };
+        const skip = await this.decide(unit);
+        if (skip) {
+          skipped.add(part);
+          if (skip === 'done') this.counts.units_skipped++;
+          else if (skip === 'rank') this.counts.units_other_rank++;
+          else this.counts.units_claimed_elsewhere++;
+          continue;
+        }
+        open = unit;
+        records = 0;
+      }
+      records++;
+      if (item.kind === 'reject') {
+        this.rejectsRead++;
+        yield { kind: 'reject', unit: open, reject: item.reject };
+      } else yield { kind: 'doc', unit: open, doc: item.doc };
+    }
+    } catch (e) {
+      if (!(e instanceof InputReadError)) throw e;
+      // The bytes could not be read (network, S3 after its retries, EIO): not the data's fault, so no reject
+      // and no record. The open unit is abandoned (gather drops it), other inputs go on, the run exits 1.
+      if (open) this.abandoned.add(open.name);
+      this.unreadable.push(e);
+      process.stderr.write(`rho: ${e.message}\n`);
+      return;
+    }
+    if (open) yield { kind: 'end', unit: open, records };
+  }
+
+  /** Whether this runner works on `unit`: not done, its rank's, and claimed by this runner. */
+  private async decide(unit: UnitRef): Promise<Skip> {
+    const { name } = unit;
+    if (this.done.has(name)) return 'done';
+    if (ownerOf(name, this.worldSize) !== this.rank) return 'rank';
+    if (!(await this.claims.acquire(name))) return 'claimed';
+    // Finished by another runner since this one started (its claim is gone once it is done).
+    if (await this.opts.store.exists(donePath(unit))) {
+      await this.claims.finish(name);
+      return 'done';
+    }
+    crashPoint('claim-acquired');
+    return null;
+  }
+
+  /** The gather stage: records of a unit, in any order, back into one whole unit in row order. */
+  gather<D extends { row: number }>(): Stage<Flow<D>, UnitRecords<D>> {
+    const abandoned = this.abandoned;
+    return stage('gather', async function* (input) {
+      const units = new Map<string, { unit: UnitRef; records: UnitRecords<D>['records']; expected: number | null }>();
+      for await (const it of input) {
+        if (abandoned.has(it.unit.name)) { units.delete(it.unit.name); continue; }
+        let u = units.get(it.unit.name);
+        if (!u) units.set(it.unit.name, (u = { unit: it.unit, records: [], expected: null }));
+        if (it.kind === 'end') u.expected = it.records;
+        else u.records.push(it.kind === 'doc' ? { kind: 'doc', doc: it.doc } : { kind: 'reject', reject: it.reject });
+        if (u.expected !== null && u.records.length === u.expected) {
+          units.delete(it.unit.name);
+          const rowOf = (r: UnitRecords<D>['records'][number]) => (r.kind === 'doc' ? r.doc.row : r.reject.row);
+          u.records.sort((a, b) => rowOf(a) - rowOf(b));
+          yield { unit: u.unit, records: u.records };
+        }
+      }
+      for (const name of abandoned) units.delete(name);
+      if (units.size > 0) throw new Error(`internal: units ${[...units.keys()].join(', ')} never got all their records`);
+    });
+  }
+
+  /** Make a unit durable: data file, rejects, then the completion record (the unit is done once it exists). */
+  async commit(e: EncodedUnit): Promise<void> {
+    const { store } = this.opts;
+    await store.writeAtomic(e.file, e.bytes);
+    crashPoint('unit-data-written');
+    let rejectsFile: string | null = null;
+    if (e.rejects.length) {
+      rejectsFile = rejectsPath(e.unit);
+      await store.writeAtomic(rejectsFile, new TextEncoder().encode(e.rejects.map((r) => JSON.stringify(r)).join('\n') + '\n'));
+      crashPoint('unit-rejects-written');
+    }
+    const record: CompletionRecord = {
+      unit: e.unit.name, source: e.unit.source, part: e.unit.part, first_row: e.unit.firstRow,
+      docs_in: e.records, scored: e.scored, rejected: e.rejects.length, tokens: e.tokens, scored_tokens: e.scoredTokens,
+      file: e.file, bytes: e.bytes.length, sha256: sha256(e.bytes), rejects_file: rejectsFile, config_sha256: this.opts.configSha,
+      ...(this.fingerprints.get(e.unit.source) ? { input: this.fingerprints.get(e.unit.source) } : {}),
+    };
+    await store.writeAtomic(donePath(e.unit), new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
+    crashPoint('unit-record-written');
+    await this.claims.finish(e.unit.name);
+    const c = this.counts;
+    c.units_written++;
+    c.docs_in += record.docs_in;
+    c.scored += record.scored;
+    c.rejected += record.rejected;
+    c.tokens += record.tokens;
+    c.scored_tokens += record.scored_tokens;
+    this.progress.draw();
+  }
+
+  /** manifest.json: provenance and the accounting of the whole dir, rebuilt from the completion records. */
+  async writeManifest(provenance: Record<string, string>, runMeta: Record<string, unknown>): Promise<Manifest> {
+    const manifest = await buildManifest(this.opts.store, {
+      provenance,
+      inputs: this.opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes, key: s.key })),
+      configSha: this.opts.configSha,
+      runMeta,
+    });
+    crashPoint('manifest');
+    await this.opts.store.writeAtomic(LAYOUT.manifest, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + '\n'));
+    return manifest;
+  }
+}

@@ -1,0 +1,17 @@
+// What the pipeline needs from storage, as an interface below everything that uses it: the executor and the
+// jobs write through it; pipeline/io implements it for local disk (LocalStore) and S3 (S3Store).
+
+export interface OutputStore {
+  /** Human-readable root (path or URI) for messages. */
+  readonly root: string;
+  writeAtomic(rel: string, bytes: Uint8Array): Promise<void>;
+  /** Create `rel` with `bytes` only if it does not exist; false if it already did. Never a torn file. */
+  createExclusive(rel: string, bytes: Uint8Array): Promise<boolean>;
+  read(rel: string): Promise<Uint8Array | null>;
+  exists(rel: string): Promise<boolean>;
+  /** Relative paths of the files under `prefix` (recursive), sorted. */
+  list(prefix: string): Promise<string[]>;
+  remove(rel: string): Promise<void>;
+  /** Check the store can be written at all, before any work (a clear error instead of a late failure). */
+  checkWritable(): Promise<void>;
+}

@@ -1,0 +1,84 @@
+// Byte-identity regression: `rho score`, `rho select` and `rho export` must write the very same bytes for the
+// fixtures before and after a change of structure. The golden list (golden.json beside this file's source) was
+// recorded from the code as it was before the issue-11 restructure (commit 610af3c) — it is not a statement of
+// correctness (the oracle tests do that), only of "nothing moved". Regenerate deliberately, never to make this
+// pass: RHO_REGRESSION_WRITE=1 npx ava dist/test/regression/bytes.test.js
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { ROOT, RHO, CACHE, tmp } from '../helpers.js';
+
+const run = promisify(execFile);
+const GOLDEN = join(ROOT, 'test', 'regression', 'golden.json');
+const WRITE = process.env.RHO_REGRESSION_WRITE === '1';
+
+const M = (n: string) => `fixtures/models/${n}/model.onnx`;
+const TOK = 'fixtures/tokenizer/tokenizer.json';
+const SHARDS = ['clean.jsonl', 'noisy.jsonl.gz', 'mixed.jsonl.zst', 'mixed.parquet', 'mixed.arrow'].map((s) => `fixtures/shards/${s}`);
+
+async function rho(args: string[]): Promise<void> {
+  try {
+    await run(RHO, [...args, '--no-progress'], { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE }, maxBuffer: 1 << 26 });
+  } catch (e) {
+    const x = e as { code: number; stderr: string };
+    throw new Error(`rho ${args.join(' ')} exited ${x.code}: ${x.stderr}`);
+  }
+}
+
+/**
+ * sha256 of every file rho writes as data or as a deterministic record: data files, completion records,
+ * rejects, the run identity, export arrays/headers. Not manifest.json (its "run" field holds wall-clock time) nor
+ * select's report _rho/select.json (it names the temporary dirs).
+ */
+function hashes(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const n of readdirSync(d).sort()) {
+      const p = join(d, n);
+      if (statSync(p).isDirectory()) { if (n !== 'claims') walk(p); continue; }
+      const rel = relative(dir, p);
+      // Reports that name the (temporary) dirs or hold wall-clock time, not data.
+      if (rel === 'manifest.json' || rel === '_rho/select.json') continue;
+      out[rel] = createHash('sha256').update(readFileSync(p)).digest('hex');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+test('score, select and export write byte-identical files for the fixtures (golden list)', async (t) => {
+  const base = tmp('rho-regress-');
+  const d = (n: string) => join(base, n);
+  // Two models (ref, base) + entropy + C/S with overlap + several units per shard.
+  await rho(['score', '--model', `ref=${M('llama')}`, '--model', `base=${M('gpt2')}`, '--tokenizer', TOK, '--input', ...SHARDS,
+    '--id-field', 'id', '--context', '64', '--stride', '32', '--entropy', '--unit-docs', '7', '--batch-tokens', '512',
+    '--max-reject-ratio', '1', '--output', d('score-two')]);
+  // Arrow, fp16 model, S = C, Hive partitions, appended EOS, a glob input.
+  await rho(['score', '--model', M('llama-fp16'), '--tokenizer', TOK, '--input', 'fixtures/shards/*', '--format', 'arrow',
+    '--context', '48', '--partition-by', 'shard', '--append-eos', '--max-reject-ratio', '1', '--output', d('score-arrow')]);
+  // Defaults: C from config.json, default ids, default batch tokens; KV-cache export of the same model.
+  await rho(['score', '--model', M('llama-kv'), '--model-name', 'kv', '--tokenizer', TOK, '--input', SHARDS[0], SHARDS[1],
+    '--max-reject-ratio', '1', '--output', d('score-default')]);
+  await rho(['select', d('score-two'), '--output', d('select-batch'), '--ratio', '0.6', '--by', 'excess', '--scope', 'batch', '--batch-tokens', '256']);
+  await rho(['select', d('score-arrow'), '--output', d('select-global'), '--ratio', '0.5', '--by', 'ref_loss', '--scope', 'global']);
+  await rho(['select', d('score-two'), '--output', d('select-doc'), '--ratio', '0.7', '--by', 'ref_loss', '--scope', 'document', '--format', 'arrow']);
+  await rho(['export', d('select-batch'), '--format', 'memmap', '--output', d('export-batch')]);
+  await rho(['export', d('score-arrow'), '--format', 'memmap', '--score-dtype', 'float16', '--output', d('export-f16')]);
+  await rho(['export', d('score-two'), '--format', 'memmap', '--columns', 'base_logprob', '--output', d('export-cols')]);
+
+  const got: Record<string, Record<string, string>> = {};
+  for (const n of readdirSync(base).sort()) got[n] = hashes(d(n));
+  if (WRITE) {
+    writeFileSync(GOLDEN, JSON.stringify(got, null, 2) + '\n');
+    t.log(`wrote ${GOLDEN}`);
+  }
+  const golden = JSON.parse(readFileSync(GOLDEN, 'utf8')) as typeof got;
+  t.deepEqual(Object.keys(got), Object.keys(golden), 'the same output dirs');
+  for (const [dir, files] of Object.entries(golden)) {
+    t.true(Object.keys(files).some((f) => /\.(parquet|arrow|bin)$/.test(f)), `${dir}: the golden list holds data files`);
+    t.deepEqual(got[dir], files, `${dir}: every file byte-identical`);
+  }
+});
