@@ -65,6 +65,4 @@ export interface CompletionRecord {
   rejects_file: string | null;
   /** sha256 of the scoring configuration (see RunConfig); a unit of another configuration is never reused. */
   config_sha256: string;
-  /** The input as it was when this unit was scored: size and content hash (local) or ETag/version (S3). */
-  input?: { bytes: number; sha256?: string; etag?: string; version?: string };
 }

@@ -10,7 +10,7 @@ import { ConfigError, EXIT } from '../../schemas/errors.js';
 import { openerFor } from './open.js';
 import type { S3Options } from './s3.js';
 import type { OutputStore } from '../../schemas/store.js';
-import { LAYOUT, shardKey, type CompletionRecord } from '../../schemas/layout.js';
+import { LAYOUT, recordKey, shardKey, type CompletionRecord } from '../../schemas/layout.js';
 
 /** Some shards could not be read (transport): the run did what it could and exits 1 naming them. */
 export class IncompleteRunError extends Error {
@@ -77,45 +77,55 @@ export const describeFingerprint = (f: InputFingerprint): string =>
 interface ShardRef { source: string; key: string; location: string }
 
 /**
- * Before any work: units done from an input that has changed since are refused (exit 2), or with
- * `rescoreChanged` deleted (record first, then data and rejects files) so that they are scored again.
- * Returns the unit names deleted and the current fingerprints it computed (by shard key).
+ * Before any work: a shard with done units whose file changed since it was scored (its fingerprint in
+ * `_rho/inputs/<key>.json`) is refused (exit 2), or with `rescoreChanged` its units are deleted (record first,
+ * then data and rejects files) and the new fingerprint recorded, so that they are scored again and the dir
+ * never mixes scores of two versions. Returns the fingerprints it computed (by key), for reuse.
  */
 export async function checkChangedInputs(
   store: OutputStore, shards: ShardRef[], records: CompletionRecord[], opts: { rescoreChanged: boolean; s3?: S3Options },
-): Promise<{ removed: Set<string>; fingerprints: Map<string, InputFingerprint> }> {
-  const fingerprints = new Map<string, InputFingerprint>();
-  const removed = new Set<string>();
+): Promise<Map<string, InputFingerprint>> {
+  const computed = new Map<string, InputFingerprint>();
   const changed: string[] = [];
   const byKey = new Map<string, CompletionRecord[]>();
   for (const r of records) {
-    const key = r.unit.slice(0, r.unit.lastIndexOf('/'));
+    const key = recordKey(r);
     byKey.set(key, [...(byKey.get(key) ?? []), r]);
   }
   for (const s of shards) {
-    const mine = (byKey.get(s.key) ?? []).filter((r) => r.input);
-    if (mine.length === 0) continue;
+    const mine = byKey.get(s.key) ?? [];
+    const entry = await readShardEntry(store, s.key);
+    if (mine.length === 0 || !entry?.input) continue;
     const now = await fingerprint(s.source, opts.s3);
-    fingerprints.set(s.key, now);
-    const stale = mine.filter((r) => !sameInput(r.input!, now));
-    if (stale.length === 0) continue;
+    computed.set(s.key, now);
+    if (sameInput(entry.input, now)) continue;
     if (!opts.rescoreChanged) {
-      changed.push(`${s.source}: now ${describeFingerprint(now)}, scored as ${describeFingerprint(stale[0].input!)} (${stale.length} unit(s))`);
+      changed.push(`${s.source}: now ${describeFingerprint(now)}, scored as ${describeFingerprint(entry.input)} (${mine.length} unit(s))`);
       continue;
     }
-    for (const r of stale) {
+    for (const r of mine) {
       await store.remove(`${LAYOUT.doneDir}/${r.unit}.json`);
       await store.remove(r.file);
       if (r.rejects_file) await store.remove(r.rejects_file);
-      removed.add(r.unit);
     }
-    process.stderr.write(`rho: ${s.source} changed since it was scored; removed its ${stale.length} stale unit(s), they are scored again\n`);
+    await store.writeAtomic(entryPath(s.key), encodeEntry({ ...entry, input: now }));
+    process.stderr.write(`rho: ${s.source} changed since it was scored; removed its ${mine.length} unit(s), they are scored again\n`);
   }
   if (changed.length) {
     throw new ConfigError(`${changed.length} input(s) changed after they were scored, so their scores no longer match the text:\n  ${changed.join('\n  ')}\n` +
       'rerun with --rescore-changed to delete and rescore exactly those units, or restore the inputs');
   }
-  return { removed, fingerprints };
+  return computed;
+}
+
+/**
+ * Just before a shard is read for scoring: its fingerprint is what the units written from now on are scored
+ * from. (checkChangedInputs already refused or cleared units of another version.)
+ */
+export async function recordInputFingerprint(store: OutputStore, shard: ShardRef, now: InputFingerprint): Promise<void> {
+  const entry = await readShardEntry(store, shard.key);
+  if (entry?.input && sameInput(entry.input, now)) return;
+  await store.writeAtomic(entryPath(shard.key), encodeEntry({ source: entry?.source ?? shard.source, location: entry?.location ?? shard.location, input: now }));
 }
 
 /** The output dir holds only what rho writes: an input inside it (rho's own output, or anything else) is refused. */
@@ -182,9 +192,21 @@ export async function probeFields(shards: { source: string }[], opts: { textFiel
   if (problems.length) throw new ConfigError(`${problems.join('\n')}\ncheck --text-field/--id-field (nothing was written)`);
 }
 
-/** `_rho/inputs/<key>.json`: which file (canonical location) a shard folder belongs to, and its first spelling. */
+/**
+ * `_rho/inputs/<key>.json`: which file (canonical location) a shard folder belongs to, its first spelling,
+ * and the fingerprint of the file its units were scored from. Kept apart from data files and completion
+ * records, which must not depend on where the data lives.
+ */
 export const INPUTS_DIR = '_rho/inputs';
-interface ShardEntry { source: string; location: string }
+export interface ShardEntry { source: string; location: string; input?: InputFingerprint }
+const entryPath = (key: string) => `${INPUTS_DIR}/${key}.json`;
+const encodeEntry = (e: ShardEntry) => new TextEncoder().encode(JSON.stringify(e) + '\n');
+
+export async function readShardEntry(store: OutputStore, key: string): Promise<ShardEntry | null> {
+  const bytes = await store.read(entryPath(key));
+  if (!bytes) return null;
+  try { return JSON.parse(new TextDecoder().decode(bytes)) as ShardEntry; } catch { return null; }
+}
 
 /**
  * Give every shard its folder: the one its canonical location already has in this output dir (so `a.jsonl`,
@@ -221,7 +243,7 @@ export async function assignShardKeys(store: OutputStore, shards: { source: stri
       if (owner !== undefined && owner !== s.location) continue;
       if (register) {
         const entry: ShardEntry = { source: s.source, location: s.location };
-        if (!(await store.createExclusive(`${INPUTS_DIR}/${key}.json`, new TextEncoder().encode(JSON.stringify(entry) + '\n')))) {
+        if (!(await store.createExclusive(`${INPUTS_DIR}/${key}.json`, encodeEntry(entry)))) {
           const other = await readEntry(`${INPUTS_DIR}/${key}.json`);
           if (other?.location !== s.location) { keyOwner.set(key, other?.location ?? '?'); continue; }
           s.source = other.source;

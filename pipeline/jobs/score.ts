@@ -29,7 +29,7 @@ import { Executor, type ExecutorInput, type RunCounts } from '../run/executor.js
 import { claimOutputDir, type RunIdentity } from '../run/identity.js';
 import { readCompletionRecords } from '../run/manifest.js';
 import { probeContext } from '../run/preflight.js';
-import { IncompleteRunError, assignShardKeys, checkChangedInputs, checkNumericFlags, fingerprint, probeFields, refuseInputsInsideOutput } from '../io/input-checks.js';
+import { IncompleteRunError, assignShardKeys, checkChangedInputs, checkNumericFlags, fingerprint, probeFields, recordInputFingerprint, refuseInputsInsideOutput, type InputFingerprint } from '../io/input-checks.js';
 import { checkWorldSize } from '../run/rank.js';
 
 export type { RunIdentity };
@@ -103,6 +103,8 @@ interface ScorePlan {
   configSha: string;
   /** Provenance keys shared by every file of the run (rho.inputs and rho.unit are added per file). */
   provenance: Map<string, string>;
+  /** Input fingerprints already computed by the change check (by shard key). */
+  fingerprints: Map<string, InputFingerprint>;
 }
 
 export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
@@ -118,7 +120,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
     await probeFields(plan.shards, { textField: cfg.textField, idField: cfg.idField, s3: cfg.s3 });
     await claimOutputDir(plan.store, plan.identityJson, cfg.overwrite);
     if (worldSize > 1) await checkWorldSize(plan.store, { rank, worldSize, from: 'flags' });
-    await checkInputsAgainstRecords(cfg, plan);
+    plan.fingerprints = await checkInputsAgainstRecords(cfg, plan);
   } catch (e) {
     await Promise.all(scorers.map((x) => x.close()));
     throw e;
@@ -127,7 +129,7 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   let stats: StageStats[] = [];
   const stat = (name: string) => stats.find((s) => s.name === name);
   const executor = await Executor.open({
-    store: plan.store, inputs: plan.shards.map((s) => shardInput(s, cfg)), unitDocs: cfg.unitDocs, rank, worldSize,
+    store: plan.store, inputs: plan.shards.map((s) => shardInput(s, cfg, plan)), unitDocs: cfg.unitDocs, rank, worldSize,
     leaseSeconds: cfg.leaseSeconds, configSha: plan.configSha, progress: cfg.progress,
     live: () => ({ docs: stat('assemble')?.docs_out ?? 0, tokens: stat('assemble')?.counters.scored_tokens ?? 0 }),
   });
@@ -155,10 +157,10 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
  * an input changed since its units were scored is refused (exit 2) or, with --rescore-changed, its stale
  * units are deleted so that they are scored again.
  */
-async function checkInputsAgainstRecords(cfg: ScoreConfig, plan: ScorePlan): Promise<void> {
+async function checkInputsAgainstRecords(cfg: ScoreConfig, plan: ScorePlan): Promise<Map<string, InputFingerprint>> {
   await assignShardKeys(plan.store, plan.shards, true);
   const records = (await readCompletionRecords(plan.store)).filter((r) => r.config_sha256 === plan.configSha);
-  await checkChangedInputs(plan.store, plan.shards, records, { rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3 });
+  return checkChangedInputs(plan.store, plan.shards, records, { rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3 });
 }
 
 /** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
@@ -185,12 +187,12 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], execu
 }
 
 /** A shard file as an executor input: its records through the reader, bytes counted for the progress line. */
-function shardInput(shard: InputShard, cfg: ScoreConfig): ExecutorInput {
+function shardInput(shard: InputShard, cfg: ScoreConfig, plan: ScorePlan): ExecutorInput {
   return {
     source: shard.source,
     bytes: shard.bytes,
     key: shard.key,
-    fingerprint: () => fingerprint(shard.source, cfg.s3),
+    prepare: async () => recordInputFingerprint(plan.store, shard, plan.fingerprints.get(shard.key) ?? await fingerprint(shard.source, cfg.s3)),
     async *read(onBytes) {
       const opener = countingOpener(await openerFor(shard.source, cfg.s3), onBytes);
       yield* readShard(shard.source, { textField: cfg.textField, idField: cfg.idField }, opener);
@@ -247,7 +249,7 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
   ]);
-  return { shards, store, tokenizer, prepared, spec, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
+  return { shards, store, tokenizer, prepared, spec, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance, fingerprints: new Map() };
 }
 
 /** Run `f`; whatever it throws is a problem with the request (exit 2). */

@@ -27,8 +27,8 @@ export interface ExecutorInput {
   read(onBytes: (n: number) => void): AsyncIterable<ReadItem>;
   /** The folder of its units (shardKey of its canonical location); default shardKey(source). */
   key?: string;
-  /** What its units are scored from (size + content hash or ETag), stored in their completion records. */
-  fingerprint?: () => Promise<CompletionRecord['input']>;
+  /** Called once before the input is read (the score job records the input's fingerprint there). */
+  prepare?: () => Promise<void>;
 }
 
 export interface ExecutorOptions {
@@ -71,7 +71,6 @@ export class Executor {
   /** Inputs whose bytes could not be read (transport): their open units are abandoned, the run exits 1. */
   readonly unreadable: InputReadError[] = [];
   private readonly abandoned = new Set<string>();
-  private readonly fingerprints = new Map<string, CompletionRecord['input']>();
   private rejectsRead = 0;
   private inputBytesDone = 0;
   // Bytes of the current input read so far (streamed formats), so the ETA moves inside a large shard.
@@ -128,7 +127,7 @@ export class Executor {
     const skipped = new Set<number>();
     const onBytes = (n: number) => { this.shardBytesRead = Math.min(this.shardBytesRead + n, input.bytes || Infinity); };
     try {
-    if (input.fingerprint && !this.fingerprints.has(input.source)) this.fingerprints.set(input.source, await input.fingerprint());
+    await input.prepare?.();
     for await (const item of input.read(onBytes)) {
       const row = item.kind === 'doc' ? item.doc.row : item.reject.row;
       const part = Math.floor(row / this.opts.unitDocs);
@@ -221,7 +220,6 @@ export class Executor {
       unit: e.unit.name, source: e.unit.source, part: e.unit.part, first_row: e.unit.firstRow,
       docs_in: e.records, scored: e.scored, rejected: e.rejects.length, tokens: e.tokens, scored_tokens: e.scoredTokens,
       file: e.file, bytes: e.bytes.length, sha256: sha256(e.bytes), rejects_file: rejectsFile, config_sha256: this.opts.configSha,
-      ...(this.fingerprints.get(e.unit.source) ? { input: this.fingerprints.get(e.unit.source) } : {}),
     };
     await store.writeAtomic(donePath(e.unit), new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
     crashPoint('unit-record-written');

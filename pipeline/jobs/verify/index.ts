@@ -18,7 +18,7 @@ import { Findings, DATA_FILE, text, type RunIdentityView, type ShardSeen, type V
 import { parseRecord, checkUnit, checkRejects } from './records.js';
 import { readManifest, manifestInputs, checkManifest } from './manifest.js';
 import { checkInput } from './inputs.js';
-import { INPUTS_DIR } from '../../io/input-checks.js';
+import { INPUTS_DIR, readShardEntry } from '../../io/input-checks.js';
 
 export type { Severity, Finding, VerifyOptions, VerifyReport } from './report.js';
 
@@ -42,7 +42,7 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
   for (const s of shards.values()) checkUnitLayout(s, config, f, manifest, registry);
   await checkData(store, shards, records, config, f, report, opts.progress ?? false);
   checkManifest(manifest, records.filter((r) => r.config_sha256 === configSha), configSha, new Set([...brokenUnits].map((u) => u.split('/')[0])), f);
-  if (opts.inputs !== false) await checkInputs(shards, inputList, config, opts, f, report);
+  if (opts.inputs !== false) await checkInputs(shards, inputList, config, opts, f, report, store, manifest);
   for (const s of shards.values()) {
     if (s.records.length === 0 && !report.inputs.checked.includes(s.source)) {
       f.warn('missing-unit', keyOfShard(s, manifest), `input ${s.source} has no completed unit: an empty input, or not scored yet (re-read the inputs to tell)`);
@@ -239,7 +239,7 @@ async function checkData(store: OutputStore, shards: Map<string, ShardSeen>, rec
 }
 
 /** Inputs: every input record accounted for (read only when reachable, unless required). */
-async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: string; bytes: number }[], config: RunIdentityView, opts: VerifyOptions, f: Findings, report: VerifyReport): Promise<void> {
+async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: string; bytes: number }[], config: RunIdentityView, opts: VerifyOptions, f: Findings, report: VerifyReport, store: OutputStore, manifest: Manifest | null): Promise<void> {
   const resolve = (source: string) => (opts.inputsBase && !isAbsolute(source) && !source.includes('://') ? join(opts.inputsBase, source) : source);
   // s3:// inputs are read through the S3 opener (a missing key is then a read error, reported per shard).
   const reachable = (p: string) => isS3Uri(p) || (existsSync(p) && statSync(p).isFile());
@@ -253,7 +253,8 @@ async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: 
     const bytesBySource = new Map(inputList.map((i) => [i.source, i.bytes]));
     for (const s of shards.values()) {
       if (unreachable.includes(s.source)) continue;
-      await checkInput(resolve(s.source), s, config, bytesBySource.get(s.source), f, await openerFor(s.source, opts.s3), opts.s3);
+      const entry = await readShardEntry(store, keyOfShard(s, manifest));
+      await checkInput(resolve(s.source), s, config, bytesBySource.get(s.source), f, await openerFor(s.source, opts.s3), opts.s3, entry?.input);
       report.inputs.checked.push(s.source);
     }
   }

@@ -6,7 +6,7 @@ import { describeFingerprint, fingerprint, sameInput, type InputFingerprint } fr
 import type { Findings, RunIdentityView, ShardSeen } from './report.js';
 
 /** Re-read an input shard: every record must be one scored row (same id) or one reject, and nothing else. */
-export async function checkInput(path: string, shard: ShardSeen, config: RunIdentityView, bytesAtScoring: number | undefined, f: Findings, opener: ShardOpener, s3?: S3Options): Promise<void> {
+export async function checkInput(path: string, shard: ShardSeen, config: RunIdentityView, bytesAtScoring: number | undefined, f: Findings, opener: ShardOpener, s3: S3Options | undefined, scoredFrom: InputFingerprint | undefined): Promise<void> {
   // The input as it is now (size + content hash, or the object's ETag) against what each unit was scored from.
   let now: InputFingerprint;
   try {
@@ -15,11 +15,9 @@ export async function checkInput(path: string, shard: ShardSeen, config: RunIden
     f.error('input', shard.source, `input cannot be read (${(e as Error).message.split('\n')[0]}): deleted or moved after scoring? Its ${shard.records.length} unit(s) cannot be checked against it`);
     return;
   }
-  const scoredFrom = shard.records.filter((r) => r.input);
-  const stale = scoredFrom.filter((r) => !sameInput(r.input!, now));
-  if (stale.length) {
-    f.error('input-changed', shard.source, `input changed after it was scored: now ${describeFingerprint(now)}, ${stale.length} unit(s) were scored from ${describeFingerprint(stale[0].input!)}; rerun rho score with --rescore-changed`);
-  } else if (scoredFrom.length === 0 && bytesAtScoring !== undefined && now.bytes !== bytesAtScoring) {
+  if (scoredFrom && shard.records.length > 0 && !sameInput(scoredFrom, now)) {
+    f.error('input-changed', shard.source, `input changed after it was scored: now ${describeFingerprint(now)}, its ${shard.records.length} unit(s) were scored from ${describeFingerprint(scoredFrom)}; rerun rho score with --rescore-changed`);
+  } else if (!scoredFrom && bytesAtScoring !== undefined && now.bytes !== bytesAtScoring) {
     f.error('input-changed', shard.source, `input is ${now.bytes} bytes now, ${bytesAtScoring} when it was scored (manifest.json): it changed after scoring`);
   }
   const docsIn = shard.records.reduce((a, r) => a + r.docs_in, 0);
