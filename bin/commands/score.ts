@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
 import { runScore, DEFAULT_CACHE_DIR, type ModelSpec, type RunSummary } from '../../pipeline/jobs/score.js';
+import { handleInterrupts } from '../../pipeline/run/interrupt.js';
 import { ConfigError, exitCodeOf } from '../../schemas/errors.js';
 import { fmtDuration } from '../../pipeline/run/progress.js';
 import { resolveRank } from '../../pipeline/run/rank.js';
@@ -86,11 +87,17 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('s3-endpoint', { type: 'string', describe: 'Endpoint URL of an S3-compatible store for s3:// inputs/outputs (credentials from the standard AWS env vars/profile; env AWS_ENDPOINT_URL_S3 also works)' }) as never,
   handler: async (args) => {
     let summary: RunSummary;
+    let stopHandling: (() => void) | undefined;
     try {
       const where = resolveRank({ rank: args.rank, worldSize: args['world-size'] });
       const devices = args.devices === undefined ? undefined : args.devices.split(',').map((d) => {
         if (!/^\d+$/.test(d.trim())) throw new ConfigError(`--devices: "${d}" is not a device index (expected e.g. 0,1,2,3)`);
         return Number(d);
+      });
+      stopHandling = handleInterrupts({
+        command: 'score',
+        output: args.output,
+        describe: () => `the units finished so far are kept; rerun the same command to resume (\`rho status ${args.output}\` lists what is left)`,
       });
       summary = await runScore({
         rank: where.rank,
@@ -123,11 +130,13 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         progress: args.progress,
       });
     } catch (e) {
+      stopHandling?.();
       const s = (e as { summary?: RunSummary }).summary;
       if (s) printSummary(s, args.json);
       process.exitCode = exitCodeOf(e);
       throw e;
     }
+    stopHandling?.();
     printSummary(summary, args.json);
   },
 };

@@ -192,7 +192,11 @@ function shardInput(shard: InputShard, cfg: ScoreConfig, plan: ScorePlan): Execu
     source: shard.source,
     bytes: shard.bytes,
     key: shard.key,
-    prepare: async () => recordInputFingerprint(plan.store, shard, plan.fingerprints.get(shard.key) ?? await fingerprint(shard.source, cfg.s3)),
+    prepare: async () => {
+      let now = plan.fingerprints.get(shard.key);
+      if (!now) plan.fingerprints.set(shard.key, (now = await fingerprint(shard.source, cfg.s3)));
+      await recordInputFingerprint(plan.store, shard, now);
+    },
     async *read(onBytes) {
       const opener = countingOpener(await openerFor(shard.source, cfg.s3), onBytes);
       yield* readShard(shard.source, { textField: cfg.textField, idField: cfg.idField }, opener);

@@ -16,6 +16,7 @@ import { ownerOf } from './rank.js';
 import { Progress } from './progress.js';
 import { buildManifest, readCompletionRecords } from './manifest.js';
 import { InputReadError } from '../../stages/read.js';
+import { onInterrupt } from './interrupt.js';
 
 /** One input of a run: a shard file or a document source, read record by record. */
 export interface ExecutorInput {
@@ -71,6 +72,8 @@ export class Executor {
   /** Inputs whose bytes could not be read (transport): their open units are abandoned, the run exits 1. */
   readonly unreadable: InputReadError[] = [];
   private readonly abandoned = new Set<string>();
+  /** Parts passed over because another live runner held them, by input source: looked at again at the end. */
+  private readonly claimedElsewhere = new Map<string, Set<number>>();
   private rejectsRead = 0;
   private inputBytesDone = 0;
   // Bytes of the current input read so far (streamed formats), so the ETA moves inside a large shard.
@@ -97,6 +100,8 @@ export class Executor {
    * until the last unit was committed.
    */
   async execute(build: (source: AsyncIterable<Flow<Document>>) => AsyncIterable<EncodedUnit>): Promise<number> {
+    // Interrupted (SIGINT/SIGTERM): held claims are released as failed, so any runner may take them over now.
+    const off = onInterrupt((signal) => this.claims.releaseAll(`interrupted by ${signal}`));
     try {
       for await (const unit of build(this.source())) await this.commit(unit);
       // Claims of abandoned units are released (failed, with the reason) so that any runner may redo them.
@@ -106,6 +111,7 @@ export class Executor {
       await this.claims.releaseAll((e as Error).message);
       throw e;
     } finally {
+      off();
       this.claims.stopRenewal();
       this.progress.stop();
     }
@@ -119,9 +125,18 @@ export class Executor {
       this.inputBytesDone += input.bytes;
       this.shardBytesRead = 0;
     }
+    // Units another runner held when this one passed them: that runner may have died since (its process is
+    // gone from this host, or its lease ran out). Look once more before exiting, and take over what is dead.
+    if (this.claimedElsewhere.size === 0) return;
+    const again = new Map(this.claimedElsewhere);
+    this.claimedElsewhere.clear();
+    for (const input of this.opts.inputs) {
+      const parts = again.get(input.source);
+      if (parts) yield* this.unitsOf(input, parts);
+    }
   }
 
-  private async *unitsOf(input: ExecutorInput): AsyncGenerator<Flow<Document>> {
+  private async *unitsOf(input: ExecutorInput, only?: Set<number>): AsyncGenerator<Flow<Document>> {
     let open: UnitRef | null = null;
     let records = 0;
     const skipped = new Set<number>();
@@ -136,14 +151,26 @@ export class Executor {
         open = null;
       }
       if (skipped.has(part)) continue;
+      if (only && !only.has(part)) { skipped.add(part); continue; }
       if (!open) {
         const unit: UnitRef = { name: unitName({ source: input.source, part, key: input.key }), source: input.source, part, firstRow: part * this.opts.unitDocs, key: input.key };
         const skip = await this.decide(unit);
+        if (only) {
+          // The second look: a unit taken over is no longer "claimed elsewhere"; one finished by its owner is done.
+          if (skip !== 'claimed') this.counts.units_claimed_elsewhere--;
+          if (skip === 'done') this.counts.units_skipped++;
+        }
         if (skip) {
           skipped.add(part);
+          if (only) continue;
           if (skip === 'done') this.counts.units_skipped++;
           else if (skip === 'rank') this.counts.units_other_rank++;
-          else this.counts.units_claimed_elsewhere++;
+          else {
+            this.counts.units_claimed_elsewhere++;
+            let parts = this.claimedElsewhere.get(input.source);
+            if (!parts) this.claimedElsewhere.set(input.source, (parts = new Set()));
+            parts.add(part);
+          }
           continue;
         }
         open = unit;
