@@ -36,6 +36,9 @@ for (const ep of ['cuda', 'cpu']) {
 }
 " || true
 
+echo "== vocabulary: full vs chunked head at V = 32k / 128k / 152k (bench/figures/vocab.ts; host peak RSS, not GPU memory)"
+node dist/bench/figures/vocab.js --device cuda --d 1024 --layers 2 --tokens 16384 --big-tokens 65536 --reps 3 --threads 4 || echo "vocab figure failed (see above)"
+
 # A GPU holds [B,T,V] logits of much larger batches; the CPU default (1024) would starve it.
 BATCH_TOKENS=${BATCH_TOKENS:-16384}
 exec node dist/bench/run.js --device "$DEVICE" --model-args "$MODEL_ARGS" --batch-tokens "$BATCH_TOKENS" --threads 4 --docs-1x "${DOCS_1X:-4000}" --reps "${REPS:-3}" "$@"

@@ -5,6 +5,22 @@ import { LOSS_SCALE, EXCESS_SCALE, UNSCORED, levelOf, type ColourScale } from '.
 import type { ScoredDoc } from './documents.js';
 import type { DocText, Segment } from './segments.js';
 import { ConfigError } from '../schemas/errors.js';
+import { SELECT_META } from '../schemas/contract.js';
+import { keptSide, metricOf, type SelectBy } from '../schemas/selection-cut.js';
+
+/**
+ * What a selected dir's select_mask means, from its `rho.select.*` metadata, in the shared cut's words:
+ * `selection: rho select --by excess --ratio 0.6 --scope document: keeps excess loss at or above the threshold`.
+ */
+export function selectionLine(meta: Map<string, string>): string | null {
+  const by = meta.get(SELECT_META.by) as SelectBy | undefined;
+  if (!by) return null;
+  const metric = metricOf(by);
+  const scope = meta.get(SELECT_META.scope) ?? '?';
+  const where = scope === 'global' ? `the threshold ${meta.get(SELECT_META.threshold)} (on select's score)` : `each ${scope === 'batch' ? 'batch\'s' : 'document\'s'} threshold`;
+  const what = keptSide(metric) === 'at_or_below' ? 'reference loss at or below' : 'excess loss at or above';
+  return `selection: rho select --by ${by} --ratio ${meta.get(SELECT_META.ratio)} --scope ${scope}: keeps ${what} ${where}`;
+}
 
 export interface HeatMetric {
   kind: 'loss' | 'excess';
@@ -50,6 +66,8 @@ export function segmentScore(seg: Segment, scores: (number | null)[]): number | 
 }
 
 export interface HeatmapView {
+  /** The selection line of a selected dir (selectionLine), shown in the header. */
+  selection?: string | null;
   doc: ScoredDoc;
   text: DocText;
   metric: HeatMetric;
@@ -62,10 +80,16 @@ const RESET = `${ESC}0m`;
 /** The rule lines around the document text in `rho show` output (tests find the text between them). */
 export const RULE = '─'.repeat(40);
 
-function sgr(level: { ansi256: number; darkBackground: boolean } | null, selected: boolean): string {
+/** Text colours of every second token in a run of one colour, so neighbours stay apart (xterm-256). */
+export const ALT_TEXT = { onLight: 25, onDark: 229, unscored: 238 } as const;
+
+/** Between neighbouring tokens with --boundaries (a thin vertical bar, U+2502). */
+export const BOUNDARY = '\u2502';
+
+function sgr(level: { ansi256: number; darkBackground: boolean } | null, selected: boolean, alt = false): string {
   const codes: string[] = [];
-  if (level) codes.push(`48;5;${level.ansi256}`, level.darkBackground ? '97' : '30');
-  else codes.push(`38;5;${UNSCORED.ansi256}`);
+  if (level) codes.push(`48;5;${level.ansi256}`, alt ? `38;5;${level.darkBackground ? ALT_TEXT.onDark : ALT_TEXT.onLight}` : level.darkBackground ? '97' : '30');
+  else codes.push(`38;5;${alt ? ALT_TEXT.unscored : UNSCORED.ansi256}`);
   if (selected) codes.push('4');
   return `${ESC}${codes.join(';')}m`;
 }
@@ -80,6 +104,7 @@ function header(v: HeatmapView): string[] {
       (doc.selectMask ? `; ${doc.selectMask.filter(Boolean).length} selected` : ''),
     text.origin === 'source' ? 'text: the source row, token boundaries from the tokenizer\'s offsets' : `text: ${text.note}`,
   ];
+  if (v.selection && doc.selectMask) lines.push(v.selection);
   if (text.specials.length) {
     lines.push('special tokens: ' + text.specials.map((i) => `${v.tokenText(i)} at ${i}${v.scores[i] === null ? '' : ` (${v.scores[i]!.toFixed(2)})`}`).join(', '));
   }
@@ -89,7 +114,7 @@ function header(v: HeatmapView): string[] {
 export function legendAnsi(scale: ColourScale, color: boolean, hasSelect: boolean): string {
   const parts = scale.levels.map((l) => (color ? `${sgr(l, false)} ${l.label} ${RESET}` : `${levelOfLabel(scale, l.label)}=${l.label}`));
   const extra = color
-    ? `${sgr(null, false)}grey${RESET} = no score${hasSelect ? `; ${ESC}4munderlined${RESET} = selected` : ''}`
+    ? `${sgr(null, false)}grey${RESET} = no score${hasSelect ? `; ${ESC}4munderlined${RESET} = selected` : ''}; in a run of one colour every second token has ${sgr({ ansi256: 255, darkBackground: false }, false, true)}blue text${RESET}`
     : '';
   return `legend (${scale.metric === 'loss' ? 'loss' : 'excess loss'}, nats): ${parts.join(color ? '' : '  ')}${extra ? `\n${extra}` : ''}`;
 }
@@ -104,24 +129,41 @@ function levelOfLabel(scale: ColourScale, label: string): number {
  * the plain text between the rules, then one line per segment: token positions, score, scale level,
  * selection and the segment's text as a JSON string.
  */
-export function renderShow(v: HeatmapView, color: boolean): string {
+export function renderShow(v: HeatmapView, color: boolean, boundaries = false): string {
   const scale = scaleOf(v.metric);
   const out: string[] = [...header(v), RULE];
   const { text, segments } = v.text;
   if (color) {
     let body = '';
+    let prev = -2; // level of the previous token segment (-1 unscored, -2 none or text between tokens)
+    let alt = false;
     for (const seg of segments) {
       const s = text.slice(seg.start, seg.end);
-      if (seg.tokens.length === 0) { body += s; continue; }
+      if (seg.tokens.length === 0) { body += s; prev = -2; continue; }
       const score = segmentScore(seg, v.scores);
       const selected = Boolean(v.doc.selectMask && seg.tokens.some((t) => v.doc.selectMask![t]));
-      const on = sgr(score === null ? null : scale.levels[levelOf(scale, score)], selected);
+      const level = score === null ? -1 : levelOf(scale, score);
+      // A run of one colour alternates its text colour, so each token's extent stays visible.
+      alt = level === prev ? !alt : false;
+      if (boundaries && prev !== -2) body += BOUNDARY;
+      prev = level;
+      const on = sgr(score === null ? null : scale.levels[level], selected, alt);
       // Close the colour before each line break so backgrounds do not bleed to the right margin.
       body += s.split('\n').map((line) => (line ? `${on}${line}${RESET}` : '')).join('\n');
     }
     out.push(body, RULE, legendAnsi(scale, true, Boolean(v.doc.selectMask)));
   } else {
-    out.push(text, RULE);
+    if (boundaries) {
+      // The text with a thin bar between neighbouring tokens (text no token covers is printed as it is).
+      let marked = '';
+      let prevTok = false;
+      for (const seg of segments) {
+        if (seg.tokens.length && prevTok) marked += BOUNDARY;
+        marked += text.slice(seg.start, seg.end);
+        prevTok = seg.tokens.length > 0;
+      }
+      out.push(marked, RULE);
+    } else out.push(text, RULE);
     out.push(`tokens (position  score  level${v.doc.selectMask ? '  selected' : ''}  text):`);
     for (const seg of segments) {
       if (seg.tokens.length === 0) continue;

@@ -2,58 +2,23 @@
 // library, no script, no network): the page needs nothing but itself, its Content-Security-Policy forbids
 // every fetch, and it renders the same in any browser or offline CI. Token scores show on hover through
 // CSS (`data-tip` + ::after), so no JavaScript is needed either.
-import { QUANTILES, quantileName, type Stats, type GroupStats, type Histogram, type MetricDef } from './stats.js';
-import { fmtNum, groupLabel, ratioLabel } from './stats-table.js';
+import { QUANTILES, quantileName, type Stats, type GroupStats, type MetricDef } from './stats.js';
+import { fmtNum, groupLabel, cutHeader } from './stats-table.js';
 import { LOSS_SCALE, EXCESS_SCALE, UNSCORED, levelOf, type ColourScale } from './colour-scale.js';
 import { metricLabel, scaleOf, segmentScore, type HeatmapView } from './heatmap.js';
 import { RHO_VERSION } from '../schemas/version.js';
-import { openScoreSet } from '../pipeline/io/score-files.js';
-import { computeStats, pickReference, type StatsOptions } from './stats.js';
+import { pickReference, type StatsOptions } from './stats.js';
 import { findDocuments, loadTextContext, documentText, type TextOptions } from './documents.js';
 import { pickMetric, tokenScores } from './heatmap.js';
+import { profileDir } from './profile.js';
+import { keepRatioLabel, keptSide } from '../schemas/selection-cut.js';
+import { esc } from './plots.js';
+import {
+  histogramPlot, distributionSection, positionPlot, jointPlot, sharePlot, docMeanPlot, droppedTable, topDropped, differenceTable, docDiffTable,
+  type ReportRun,
+} from './report-plots.js';
 
-export const esc = (s: string): string =>
-  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-
-const W = 340;
-const H = 150;
-const M = { left: 44, right: 8, top: 10, bottom: 28 };
-
-/** One histogram as inline SVG: a `rect.bar` per bin, a `line.threshold` per ratio (clamped to the axis). */
-export function histogramSvg(h: Histogram, thresholds: Record<string, number | null>, metric: string, group: string): string {
-  const pw = W - M.left - M.right;
-  const ph = H - M.top - M.bottom;
-  const max = Math.max(...h.counts, 1);
-  const bw = pw / h.bins;
-  const hi = h.lo + h.bins * h.width;
-  const x = (v: number) => M.left + ((Math.min(Math.max(v, h.lo), hi) - h.lo) / (hi - h.lo)) * pw;
-  const parts: string[] = [];
-  parts.push(`<svg class="histogram" data-metric="${esc(metric)}" data-group="${esc(group)}" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(`${metric} histogram, ${group}`)}">`);
-  parts.push(`<line class="axis" x1="${M.left}" y1="${M.top + ph}" x2="${M.left + pw}" y2="${M.top + ph}"/>`);
-  parts.push(`<line class="axis" x1="${M.left}" y1="${M.top}" x2="${M.left}" y2="${M.top + ph}"/>`);
-  parts.push(`<text class="tick" x="${M.left - 4}" y="${M.top + 8}" text-anchor="end">${max}</text>`);
-  parts.push(`<text class="tick" x="${M.left - 4}" y="${M.top + ph}" text-anchor="end">0</text>`);
-  h.counts.forEach((c, k) => {
-    const bh = (c / max) * ph;
-    const lo = h.lo + k * h.width;
-    parts.push(`<rect class="bar" data-count="${c}" x="${(M.left + k * bw + 0.5).toFixed(2)}" y="${(M.top + ph - bh).toFixed(2)}" width="${Math.max(bw - 1, 0.5).toFixed(2)}" height="${bh.toFixed(2)}"><title>[${lo}, ${lo + h.width}): ${c} tokens</title></rect>`);
-  });
-  const step = h.width * Math.max(1, Math.round(h.bins / 8));
-  for (let v = h.lo; v <= hi + 1e-9; v += step) {
-    parts.push(`<text class="tick" x="${x(v).toFixed(1)}" y="${M.top + ph + 12}" text-anchor="middle">${+v.toFixed(2)}</text>`);
-  }
-  parts.push(`<text class="axis-label" x="${M.left + pw / 2}" y="${H - 3}" text-anchor="middle">nats</text>`);
-  let nth = 0;
-  for (const [r, t] of Object.entries(thresholds)) {
-    if (t === null) continue;
-    const labelY = M.top + 8 + 10 * nth++; // stacked: nearby thresholds would print over each other
-    const xv = x(t).toFixed(1);
-    parts.push(`<line class="threshold" data-ratio="${esc(r)}" data-value="${t}" x1="${xv}" y1="${M.top}" x2="${xv}" y2="${M.top + ph}"><title>${esc(ratioLabel(Number(r)))}: keep tokens &gt;= ${fmtNum(t)}</title></line>`);
-    parts.push(`<text class="threshold-label" x="${(Number(xv) + 2).toFixed(1)}" y="${labelY}">${esc(ratioLabel(Number(r)))}</text>`);
-  }
-  parts.push('</svg>');
-  return parts.join('');
-}
+export { esc };
 
 function statsTables(s: Stats, groups: GroupStats[]): string {
   const out: string[] = [];
@@ -69,12 +34,12 @@ function statsTables(s: Stats, groups: GroupStats[]): string {
   return out.join('');
 }
 
-function metricSection(s: Stats, d: MetricDef, groups: GroupStats[]): string {
+function quantileTable(s: Stats, d: MetricDef, groups: GroupStats[]): string {
   const out: string[] = [];
-  out.push(`<section class="metric" id="metric-${esc(d.name)}"><h2>${esc(d.name)}</h2><p class="def">${esc(d.definition)}, nats</p>`);
+  out.push(`<h3>${esc(d.name)} <span class="where">${esc(d.definition)}, nats</span></h3>`);
   out.push('<table class="stats quantiles"><thead><tr><th>group</th><th>count</th><th>mean</th>');
   for (const q of QUANTILES) out.push(`<th>${quantileName(q)}</th>`);
-  for (const r of s.ratios) out.push(`<th>${esc(ratioLabel(r))} &gt;=</th>`);
+  for (const r of s.ratios) out.push(`<th>${esc(cutHeader(d, r))}</th>`);
   out.push('</tr></thead><tbody>');
   for (const g of groups) {
     const m = g.metrics[d.name];
@@ -83,14 +48,21 @@ function metricSection(s: Stats, d: MetricDef, groups: GroupStats[]): string {
     for (const r of s.ratios) out.push(`<td>${fmtNum(m.thresholds[String(r)])}</td>`);
     out.push('</tr>');
   }
-  out.push('</tbody></table><div class="hists">');
-  for (const g of groups) {
-    const m = g.metrics[d.name];
-    const h = m.histogram;
-    const outside = h.below || h.above ? ` <span class="outside">(${h.below} below ${h.lo}, ${h.above} at or above ${h.lo + h.bins * h.width})</span>` : '';
-    out.push(`<figure class="hist">${histogramSvg(h, m.thresholds, d.name, groupLabel(g))}<figcaption>${esc(groupLabel(g))}: ${m.count} tokens${outside}</figcaption></figure>`);
+  out.push('</tbody></table>');
+  return out.join('');
+}
+
+/** What each ratio's cut keeps, in nats of each metric and on select's own score, with the select flags. */
+function cutTable(s: Stats): string {
+  const all = s.groups[0];
+  const out = ['<table class="stats cuts"><thead><tr><th>metric</th><th>ratio</th><th>keeps</th><th>threshold (nats)</th><th>select threshold (score)</th><th>tokens kept</th><th>rho select flags</th></tr></thead><tbody>'];
+  for (const d of s.metrics) {
+    for (const r of s.ratios) {
+      const c = all.metrics[d.name].cuts[String(r)];
+      out.push(`<tr data-metric="${esc(d.name)}" data-ratio="${r}" data-threshold="${c.threshold}" data-select-threshold="${c.select_threshold}"><td>${esc(d.name)}</td><td>${esc(keepRatioLabel(r))}</td><td>${keptSide(d.kind) === 'at_or_below' ? 'lowest losses (≤)' : 'highest excess (≥)'}</td><td>${fmtNum(c.threshold)}</td><td>${fmtNum(c.select_threshold)}</td><td>${c.kept} of ${all.metrics[d.name].count}</td><td><code>${esc(c.select_args)}</code></td></tr>`);
+    }
   }
-  out.push('</div></section>');
+  out.push('</tbody></table>');
   return out.join('');
 }
 
@@ -147,13 +119,18 @@ function docHtml(rd: ReportDoc): string {
   const special = (i: number) => `<span class="special" data-tokens="${i}" data-tip="${esc(tokenTip(rd, [i]))}">${esc(rd.view.tokenText(i))}</span>`;
   for (const i of text.specials) if (i < firstTextToken) out.push(special(i));
   let truncated = false;
+  let prevLevel = -2; // level of the previous token span; -1 = unscored
   for (const seg of text.segments) {
     const s = text.text.slice(seg.start, seg.end);
-    if (seg.tokens.length === 0) { out.push(esc(s)); continue; }
+    if (seg.tokens.length === 0) { out.push(esc(s)); prevLevel = -2; continue; }
     if (seg.tokens[0] >= rd.maxTokens) { truncated = true; break; }
     const score = segmentScore(seg, scores);
     const cls = ['tok'];
     let style = '';
+    const level = score === null ? -1 : levelOf(scale, score);
+    // Neighbours of one colour would read as one token: a thin rule marks where the second one starts.
+    if (level === prevLevel) cls.push('same');
+    prevLevel = level;
     if (score === null) cls.push('unscored');
     else {
       const l = scale.levels[levelOf(scale, score)];
@@ -172,16 +149,24 @@ function docHtml(rd: ReportDoc): string {
 const CSS = `
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#111;background:#fff;max-width:1200px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 6px;border-bottom:1px solid #ddd} h3{font-size:15px;margin:14px 0 2px}
-.meta,.def,.docmeta,.where,figcaption,.truncated,.outside{color:#555;font-size:12px}
+.meta,.def,.docmeta,.where,figcaption,.truncated,.outside,.note{color:#555;font-size:12px}
 table.stats{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:12px;margin:6px 0}
 table.stats th,table.stats td{border:1px solid #ddd;padding:2px 6px;text-align:right} table.stats td:first-child,table.stats th:first-child{text-align:left}
-.hists{display:flex;flex-wrap:wrap;gap:8px} figure.hist{margin:0}
-svg.histogram .bar{fill:#4a7fb5} svg.histogram .axis{stroke:#333;stroke-width:1}
-svg.histogram .threshold{stroke:#d62728;stroke-width:1.5;stroke-dasharray:4 3} svg.histogram .threshold-label{fill:#d62728;font-size:10px}
-svg.histogram text{font-size:10px;fill:#333}
+table.cuts td{white-space:nowrap} table.cuts td:last-child{text-align:left}
+table.dropped td.tokstr{text-align:left;font-family:ui-monospace,"DejaVu Sans Mono",monospace;white-space:pre}
+.charts{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start} figure.chart{margin:0}
+svg.plot{font:10px system-ui,-apple-system,"Segoe UI",sans-serif;overflow:visible}
+svg.plot text{font-size:10px;fill:#333} svg.plot .axis{stroke:#333} svg.plot .tickmark{stroke:#333} svg.plot .grid{stroke:#eee}
+svg.plot .bar{fill:#4a7fb5} svg.plot .kept-side{fill:#2ca02c;opacity:.08}
+svg.plot .cut{stroke:#d62728;stroke-width:1.5;stroke-dasharray:6 3} svg.plot .cut-label{fill:#d62728} svg.plot .ref-cut{stroke:#6a3d9a} svg.plot text.ref-cut-label{fill:#6a3d9a}
+svg.plot .marker{stroke:#555;stroke-dasharray:3 3} svg.plot text.marker-label{fill:#555}
+svg.plot .cdf-line,svg.plot .mean-line{fill:none;stroke-width:1.6} svg.plot .band{opacity:.18;stroke:none}
+svg.plot .diagonal{stroke:#999;stroke-dasharray:2 2} svg.plot .share-bar{opacity:.9}
+.plot-legend{font-size:11px;color:#333;max-width:720px} .plot-legend .key{display:inline-flex;align-items:center;gap:4px;margin:0 12px 2px 0}
+.plot-legend .cut-key{stroke:#d62728;stroke-width:1.5}
 .legend{margin:8px 0;font-size:12px} .swatch{display:inline-block;padding:1px 6px;margin:0 3px 3px 0;border:1px solid #ccc;border-radius:2px}
 .heat{font:13px/1.9 ui-monospace,"DejaVu Sans Mono",monospace;white-space:pre-wrap;word-break:break-word;border:1px solid #ddd;padding:8px;border-radius:4px}
-.tok{position:relative;border-radius:2px} .tok.unscored{color:${UNSCORED.hex}}
+.tok{position:relative;border-radius:2px} .tok.unscored{color:${UNSCORED.hex}} .tok.same{box-shadow:inset 1px 0 0 rgba(0,0,0,.45)}
 .tok.sel{text-decoration:underline 2px;text-underline-offset:3px} .tok.unsel{opacity:.4}
 .special{color:#888;font-size:11px;border:1px dashed #aaa;border-radius:2px;margin-right:2px;position:relative}
 .tok:hover,.special:hover{outline:2px solid #000}
@@ -189,33 +174,66 @@ svg.histogram text{font-size:10px;fill:#333}
 `;
 
 export interface ReportInput {
-  stats: Stats;
+  /** One run, or two (`rho report A B`, labelled A and B). */
+  runs: ReportRun[];
   docs: ReportDoc[];
-  /** At most this many groups get histograms and table rows (all, then sources, then --by values). */
+  /** Decoded text of the tokens in the dropped-tokens table. */
+  decoded: Map<number, string>;
+  /** At most this many groups get table rows (all, then sources, then --by values). */
   maxGroups: number;
   title?: string;
 }
 
+function head(title: string): string {
+  // Self-contained by construction: the page may load nothing at all (no fonts, scripts, images, fetches).
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'"><meta name="viewport" content="width=device-width,initial-scale=1"><title>${esc(title)}</title><style>${CSS}</style></head><body><h1>${esc(title)}</h1>`;
+}
+
+function metaLine(s: Stats, label: string): string {
+  const all = s.groups[0];
+  return `<p class="meta">${label ? `<b>${esc(label)}</b> = ${esc(s.dir)}: ` : ''}${s.files} score files, ${all.docs} documents, ${all.tokens} tokens (${all.scored_tokens} scored). Models: ${esc(s.models.join(', '))}${s.models.length > 1 ? ` (excess loss against ${esc(s.reference)})` : ''}. Quantiles: ${s.quantile_method === 'exact' ? 'exact' : `DDSketch, relative error ${s.sketch_alpha}`}.</p>`;
+}
+
+const section = (id: string, title: string, body: string, intro = ''): string => `<section id="${id}"><h2>${esc(title)}</h2>${intro ? `<p class="meta">${intro}</p>` : ''}${body}</section>`;
+
 export function renderReport(input: ReportInput): string {
-  const { stats: s, docs } = input;
+  const { runs, docs } = input;
+  if (runs.length === 2) return renderComparison(input);
+  const run = runs[0];
+  const s = run.stats;
   const groups = s.groups.slice(0, input.maxGroups);
   const omitted = s.groups.length - groups.length;
-  const all = s.groups[0];
   const title = input.title ?? `rho report: ${s.dir}`;
   const metric = docs[0]?.view.metric;
-  const out: string[] = [];
-  out.push('<!doctype html><html lang="en"><head><meta charset="utf-8">');
-  // Self-contained by construction: the page may load nothing at all (no fonts, scripts, images, fetches).
-  out.push(`<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">`);
-  out.push(`<meta name="viewport" content="width=device-width,initial-scale=1"><title>${esc(title)}</title><style>${CSS}</style></head><body>`);
-  out.push(`<h1>${esc(title)}</h1>`);
-  out.push(`<p class="meta">${s.files} score files, ${all.docs} documents, ${all.tokens} tokens (${all.scored_tokens} scored). Models: ${esc(s.models.join(', '))}${s.models.length > 1 ? ` (excess loss against ${esc(s.reference)})` : ''}. Quantiles: ${s.quantile_method === 'exact' ? 'exact' : `DDSketch, relative error ${s.sketch_alpha}`}. Made by rho ${esc(RHO_VERSION)}.</p>`);
-  out.push(`<section id="counts"><h2>Counts</h2>${statsTables(s, groups)}${omitted ? `<p class="meta">${omitted} more groups omitted (see rho stats --json)</p>` : ''}</section>`);
-  for (const d of s.metrics) out.push(metricSection(s, d, groups));
+  const out: string[] = [head(title), metaLine(s, ''), `<p class="meta">Made by rho ${esc(RHO_VERSION)}. Losses in nats. Every chart is plain SVG; the numbers behind it are in its data-* attributes.</p>`];
+  out.push(section('cut', 'The selection cut', cutTable(s), 'What <code>rho select --scope global</code> keeps for each ratio (schemas/selection-cut.ts; the same threshold select applies): a loss metric keeps its lowest values (<code>--by ref_loss</code> ranks by the logprob), the excess loss its highest.'));
+  out.push(section('counts', 'Counts', statsTables(s, groups) + (omitted ? `<p class="meta">${omitted} more groups omitted (see rho stats --json)</p>` : '')));
+  out.push(section('positions', 'Loss by position in the window', positionPlot(runs), 'The context effect: tokens early in a window see little context. With stride S < C, windows after the first score only positions from C−S on.'));
+  out.push(section('distributions', 'Distributions', s.metrics.map((d) => `<h3>${esc(d.name)} <span class="where">${esc(d.definition)}</span></h3><div class="charts">${histogramPlot(run, d)}${distributionSection(runs, d)}</div>`).join(''), 'Left: every scored token, bins fitted to the metric\'s spread (0.5th to 99.5th percentile), the cut of each ratio drawn. Right: each source\'s cumulative distribution on one scale.'));
+  if (run.profile.joint) out.push(section('joint', 'Reference vs base loss', jointPlot(run), '<code>--by excess</code> keeps the tokens above a diagonal (the base model finds them harder than the reference does); <code>--by ref_loss</code> keeps those left of a vertical line.'));
+  out.push(section('shares', 'Selected share by source', sharePlot(runs)));
+  out.push(section('documents', 'Per-document mean loss', `<div class="charts">${s.models.map((m) => docMeanPlot(runs, m)).join('')}</div>`, 'Cumulative distribution of each document\'s mean loss (<code>&lt;model&gt;_loss_mean</code>), per source.'));
+  out.push(section('dropped', 'Tokens dropped most often', droppedTable(run, input.decoded), 'The 50 token ids most often left unselected (scored positions only); the text is the token decoded alone.'));
+  out.push(section('quantiles', 'Quantiles', s.metrics.map((d) => quantileTable(s, d, groups)).join('')));
   out.push('<section id="samples"><h2>Sample documents</h2>');
-  if (metric) out.push(`<p class="meta">Coloured by ${esc(metricLabel(metric))}; hover a token for every model's loss.</p>${legendHtml(metric.kind === 'loss' ? LOSS_SCALE : EXCESS_SCALE, s.has_select)}`);
+  if (metric) out.push(`<p class="meta">Coloured by ${esc(metricLabel(metric))}; hover a token for every model's loss. A thin rule separates neighbouring tokens of one colour.</p>${legendHtml(metric.kind === 'loss' ? LOSS_SCALE : EXCESS_SCALE, s.has_select)}`);
   for (const d of docs) out.push(docHtml(d));
   out.push('</section></body></html>\n');
+  return out.join('');
+}
+
+function renderComparison(input: ReportInput): string {
+  const [a, b] = input.runs;
+  const title = input.title ?? `rho report: ${a.stats.dir} vs ${b.stats.dir}`;
+  const common = a.stats.metrics.filter((d) => b.stats.metrics.some((x) => x.name === d.name));
+  const models = a.stats.models.filter((m) => b.stats.models.includes(m));
+  const out: string[] = [head(title), metaLine(a.stats, 'A'), metaLine(b.stats, 'B'), `<p class="meta">Made by rho ${esc(RHO_VERSION)}. A solid, B dashed.</p>`];
+  out.push(section('differences', 'Per-source differences', differenceTable(a, b)));
+  out.push(section('positions', 'Loss by position in the window', positionPlot(input.runs)));
+  out.push(section('distributions', 'Distributions', `<div class="charts">${common.map((d) => distributionSection(input.runs, d)).join('')}</div>`));
+  out.push(section('shares', 'Selected share by source', sharePlot(input.runs)));
+  out.push(section('documents', 'Per-document mean loss', `<div class="charts">${models.map((m) => docMeanPlot(input.runs, m)).join('')}</div>${models.map((m) => `<h3>Documents whose mean ${esc(m)}_loss differs most</h3>${docDiffTable(a, b, m)}`).join('')}`));
+  out.push('</body></html>\n');
   return out.join('');
 }
 
@@ -229,25 +247,38 @@ export interface ReportOptions extends StatsOptions, TextOptions {
   title?: string;
 }
 
-/** Statistics and sample heatmaps of an output dir, as one HTML page. */
-export async function makeReport(dir: string, opts: ReportOptions = {}): Promise<{ html: string; stats: Stats; docs: ReportDoc[]; warnings: string[] }> {
-  const stats = await computeStats(dir, opts);
-  const set = await openScoreSet(dir);
-  const reference = pickReference(set.models, opts.reference);
-  // Excess loss is what top-k selection ranks by, so it colours the samples whenever there are two models.
-  const metric = pickMetric(set.models, reference, opts.metric ?? (set.models.length > 1 ? 'excess' : 'loss'), opts.model);
-  const samples = opts.samples ?? 6;
-  const docs: ReportDoc[] = [];
-  const warnings: string[] = [];
-  if (samples > 0) {
-    const ctx = loadTextContext(set, opts);
-    warnings.push(...ctx.warnings);
-    for (const doc of await findDocuments(set, { sample: samples, seed: opts.seed ?? 1 })) {
-      const text = await documentText(doc, ctx);
-      const view = { doc, text, metric, scores: tokenScores(doc, metric), tokenText: (i: number) => ctx.tokenizer.idToToken(doc.tokenIds[i]) ?? `#${doc.tokenIds[i]}` };
-      docs.push({ view, models: set.models, reference, maxTokens: opts.maxTokens ?? 1500 });
-    }
+/** Statistics, plots and sample heatmaps of one output dir, or of two side by side, as one HTML page. */
+export async function makeReport(dirs: string | string[], opts: ReportOptions = {}): Promise<{ html: string; runs: ReportRun[]; docs: ReportDoc[]; warnings: string[] }> {
+  const list = typeof dirs === 'string' ? [dirs] : dirs;
+  if (list.length < 1 || list.length > 2) throw new Error(`rho report takes one or two dirs (got ${list.length})`);
+  const runs: ReportRun[] = [];
+  for (const [i, dir] of list.entries()) {
+    runs.push({ ...(await profileDir(dir, { ...opts, keepDocMeans: list.length === 2 })), label: list.length === 2 ? 'AB'[i] : '' });
   }
-  const html = renderReport({ stats, docs, maxGroups: opts.maxGroups ?? 24, title: opts.title });
-  return { html, stats, docs, warnings };
+  const warnings: string[] = [];
+  const docs: ReportDoc[] = [];
+  const decoded = new Map<number, string>();
+  if (runs.length === 1) {
+    const { set, stats } = runs[0];
+    const reference = pickReference(set.models, opts.reference);
+    // Excess loss is what top-k selection ranks by, so it colours the samples whenever there are two models.
+    const metric = pickMetric(set.models, reference, opts.metric ?? (set.models.length > 1 ? 'excess' : 'loss'), opts.model);
+    const samples = opts.samples ?? 6;
+    const dropped = topDropped(runs[0]);
+    if (samples > 0 || dropped.length) {
+      const ctx = loadTextContext(set, opts);
+      warnings.push(...ctx.warnings);
+      for (const [id] of dropped) decoded.set(id, await ctx.tokenizer.decode([id]));
+      if (samples > 0) {
+        for (const doc of await findDocuments(set, { sample: samples, seed: opts.seed ?? 1 })) {
+          const text = await documentText(doc, ctx);
+          const view = { doc, text, metric, scores: tokenScores(doc, metric), tokenText: (i: number) => ctx.tokenizer.idToToken(doc.tokenIds[i]) ?? `#${doc.tokenIds[i]}` };
+          docs.push({ view, models: set.models, reference, maxTokens: opts.maxTokens ?? 1500 });
+        }
+      }
+    }
+    void stats;
+  }
+  const html = renderReport({ runs, docs, decoded, maxGroups: opts.maxGroups ?? 24, title: opts.title });
+  return { html, runs, docs, warnings };
 }

@@ -1,6 +1,7 @@
 // The human-readable form of `rho stats`: one table per metric (a row per group) and a one-line histogram of
 // the whole dir. `--json` prints the Stats object instead.
-import { QUANTILES, quantileName, type Stats, type GroupStats, type Histogram } from './stats.js';
+import { QUANTILES, quantileName, type Stats, type GroupStats, type Histogram, type MetricDef } from './stats.js';
+import { keepRatioLabel, keptSide, selectArgs } from '../schemas/selection-cut.js';
 
 const BLOCKS = ' ▁▂▃▄▅▆▇█';
 
@@ -11,7 +12,15 @@ export function sparkline(h: Histogram): string {
 }
 
 export const fmtNum = (v: number | null, digits = 3): string => (v === null || !Number.isFinite(v) ? '-' : v.toFixed(digits));
-export const ratioLabel = (r: number): string => `top${+(r * 100).toFixed(2)}%`;
+/** `keep 60%` — the share a selection keeps (of low losses or of high excess losses: see cutHeader). */
+export const ratioLabel = (r: number): string => keepRatioLabel(r);
+/** Column header of a cut: `keep 60%: <=` for losses (select keeps low losses), `>=` for excess losses. */
+export const cutHeader = (d: MetricDef, r: number): string => `${keepRatioLabel(r)} ${keptSide(d.kind) === 'at_or_below' ? '<=' : '>='}`;
+
+/** `outside range: below 0: 3, 16 or above: 0` — values the fixed histogram bins do not hold. */
+export function outsideRange(h: Histogram): string {
+  return `outside range: below ${h.lo}: ${h.below}, ${h.lo + h.bins * h.width} or above: ${h.above}`;
+}
 export const groupLabel = (g: GroupStats): string => (g.dimension === 'all' ? 'all' : `${g.dimension}=${g.key}`);
 
 function table(header: string[], rows: string[][]): string {
@@ -38,14 +47,16 @@ export function formatStats(s: Stats): string {
 
   for (const d of s.metrics) {
     out.push(`${d.name} (nats; ${d.definition})`);
-    const header = ['group', 'count', 'mean', ...QUANTILES.map(quantileName), ...s.ratios.map((r) => `${ratioLabel(r)}>=`)];
+    const header = ['group', 'count', 'mean', ...QUANTILES.map(quantileName), ...s.ratios.map((r) => cutHeader(d, r))];
     const rows = s.groups.map((g) => {
       const m = g.metrics[d.name];
       return [groupLabel(g), String(m.count), fmtNum(m.mean), ...QUANTILES.map((q) => fmtNum(m.quantiles[quantileName(q)])), ...s.ratios.map((r) => fmtNum(m.thresholds[String(r)]))];
     });
     out.push(table(header, rows));
     const h = all.metrics[d.name].histogram;
-    out.push(`histogram (all), ${h.lo} to ${h.lo + h.bins * h.width} step ${h.width}: |${sparkline(h)}|  below ${h.below}, above ${h.above}`);
+    out.push(`histogram (all), ${h.lo} to ${h.lo + h.bins * h.width} step ${h.width}: |${sparkline(h)}|  ${outsideRange(h)}`);
+    const side = keptSide(d.kind) === 'at_or_below' ? 'at or below' : 'at or above';
+    out.push(`"${cutHeader(d, s.ratios[0] ?? 0.6).replace(/[\d.]+%/, 'K%')}": rho select ${selectArgs(d.kind, d.model, d.reference, s.ratios[0] ?? 0.6).replace(/--ratio \S+/, '--ratio K')} keeps the tokens with ${d.name} ${side} it`);
     out.push('');
   }
   return out.join('\n');

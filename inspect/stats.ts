@@ -8,7 +8,7 @@ import { COL, logprobColumn } from '../schemas/contract.js';
 import { openScoreSet, setBatches, listView, boolListBytes, type ScoreSet } from '../pipeline/io/score-files.js';
 import { ConfigError } from '../schemas/errors.js';
 import { QuantileSketch } from '../stages/sketch.js';
-import { keepCount } from '../stages/select.js';
+import { keepCount, keptSide, thresholdRank, scoreFromMetric, selectArgs, onKeptSide, type KeptSide } from '../schemas/selection-cut.js';
 import { DataType, type RecordBatch } from 'apache-arrow';
 
 /** The quantiles every metric reports (p1..p99). */
@@ -45,9 +45,33 @@ export interface MetricStats {
   max: number | null;
   /** `p1`..`p99`: SQL PERCENTILE_DISC, the value at 0-based rank ceil(q * count) - 1 of the ascending values. */
   quantiles: Record<string, number | null>;
-  /** Per `--ratio` r: the m-th largest value, m = ceil(r * count): keeping tokens at or above it keeps the top r. */
+  /**
+   * Per `--ratio` r: the threshold of the cut `rho select` makes with that ratio on this metric
+   * (schemas/selection-cut.ts): for a loss the m-th smallest value (select keeps losses at or below it), for an
+   * excess loss the m-th largest (kept at or above it), m = ceil(r * count).
+   */
   thresholds: Record<string, number | null>;
+  /** Per `--ratio`: the same cut spelled out (added in round 2; `thresholds` keeps its shape). */
+  cuts: Record<string, MetricCut>;
   histogram: Histogram;
+}
+
+export interface MetricCut {
+  /** Which side of `threshold` select keeps. */
+  kept_side: KeptSide;
+  threshold: number | null;
+  /** The threshold on select's score (what `rho select` prints and stores in `rho.select.threshold`). */
+  select_threshold: number | null;
+  /** Tokens of this group a cut of this ratio over the group alone keeps (m), out of `count`. */
+  kept: number;
+  /**
+   * Tokens of this group on the kept side of the WHOLE DIR's threshold (group `all`): what `rho select --scope
+   * global` keeps of it (ties at the threshold included), and that as a share of the group's count.
+   */
+  kept_by_dir_cut: number | null;
+  kept_share_by_dir_cut: number | null;
+  /** The select flags that make this cut. */
+  select_args: string;
 }
 
 export interface GroupStats {
@@ -91,7 +115,65 @@ export interface StatsOptions {
   progress?: boolean;
 }
 
+/** What `rho report` needs beyond the Stats: fine histograms per group and metric, and a look at every batch. */
+export interface StatsHooks {
+  /** Keep fine histograms (FINE_LOSS/FINE_EXCESS) for the `all` and `source` groups. */
+  fine?: boolean;
+  /** More columns to read (given the dir's models and columns). */
+  columns?: (set: ScoreSet) => string[];
+  /** Called with every batch, after the statistics took it. */
+  onBatch?: (batch: RecordBatch, set: ScoreSet) => void;
+}
+
+export interface StatsRun {
+  stats: Stats;
+  set: ScoreSet;
+  /** Fine histogram of a metric in a group (`all`/`all`, `source`/<source>); null without hooks.fine. */
+  fine(dimension: string, key: string, metric: string): FineHistogram | null;
+}
+
 export const DEFAULT_RATIOS = [0.6, 0.7];
+
+/**
+ * Fine bins for plots (report only): 0.01 nats, so any plot bin width that is a multiple of 0.01 is a merge
+ * of whole fine bins and counts stay exact. Bin of v: floor((v - lo) / width).
+ */
+export const FINE_LOSS: HistogramSpec = { lo: 0, width: 0.01, bins: 3200 };
+export const FINE_EXCESS: HistogramSpec = { lo: -16, width: 0.01, bins: 3200 };
+
+/** Counts on fixed fine bins, with counts below and at-or-above the range. */
+export class FineHistogram {
+  readonly counts: Float64Array;
+  below = 0;
+  above = 0;
+  total = 0;
+  constructor(readonly spec: HistogramSpec) {
+    this.counts = new Float64Array(spec.bins);
+  }
+  add(v: number): void {
+    this.total++;
+    const k = Math.floor((v - this.spec.lo) / this.spec.width);
+    if (k < 0) this.below++;
+    else if (k >= this.spec.bins) this.above++;
+    else this.counts[k]++;
+  }
+  /** Values in fine bins below bin k (k in 0..bins), plus those below the range: count(v < lo + k*width). */
+  countBelowBin(k: number): number {
+    let c = this.below;
+    for (let i = 0; i < Math.min(k, this.spec.bins); i++) c += this.counts[i];
+    return c;
+  }
+  /** Fine bin holding the value at 0-based ascending rank `rank`; -1 below the range, bins above it. */
+  binOfRank(rank: number): number {
+    let seen = this.below;
+    if (rank < seen) return -1;
+    for (let i = 0; i < this.spec.bins; i++) {
+      seen += this.counts[i];
+      if (rank < seen) return i;
+    }
+    return this.spec.bins;
+  }
+}
 export const DEFAULT_MAX_EXACT_VALUES = 4_000_000;
 
 /** Metrics of an output dir's models: each model's loss, and each other model's excess over the reference. */
@@ -133,13 +215,22 @@ class MetricAccumulator {
   below = 0;
   above = 0;
 
-  constructor(private readonly spec: HistogramSpec, alpha: number, private readonly budget: ExactBudget) {
+  /** Report detail: counts on FINE bins (see FINE_LOSS/FINE_EXCESS), from which plots pick their own bins. */
+  readonly fine: FineHistogram | null;
+  /** Set by finish(): the ascending values (exact mode), for counting tokens on either side of another group's threshold. */
+  sorted: Float64Array | null = null;
+
+  constructor(readonly def: MetricDef, alpha: number, private readonly budget: ExactBudget, detail: boolean) {
+    this.spec = def.kind === 'loss' ? LOSS_BINS : EXCESS_BINS;
     this.sketch = new QuantileSketch(alpha);
-    this.counts = new Array<number>(spec.bins).fill(0);
+    this.counts = new Array<number>(this.spec.bins).fill(0);
+    this.fine = detail ? new FineHistogram(def.kind === 'loss' ? FINE_LOSS : FINE_EXCESS) : null;
   }
+  private readonly spec: HistogramSpec;
 
   add(v: number): void {
     this.sketch.add(v);
+    this.fine?.add(v);
     const k = Math.floor((v - this.spec.lo) / this.spec.width);
     if (k < 0) this.below++;
     else if (k >= this.spec.bins) this.above++;
@@ -163,6 +254,7 @@ class MetricAccumulator {
     let at: (k: number) => number;
     if (exact && this.values) {
       const sorted = this.values.subarray(0, this.n).sort();
+      this.sorted = sorted;
       at = (k) => sorted[k];
     } else at = (k) => s.quantile(n > 1 ? Math.min(1, (k + 0.5) / (n - 1)) : 0); // +0.5: lands on rank k despite rounding
     const has = n > 0;
@@ -170,8 +262,23 @@ class MetricAccumulator {
     // SQL PERCENTILE_DISC (DuckDB quantile_disc): the smallest value with at least q*n values at or below it.
     for (const p of QUANTILES) quantiles[quantileName(p)] = has ? at(Math.max(0, Math.ceil(p * n) - 1)) : null;
     const thresholds: Record<string, number | null> = {};
-    // The m-th largest value, m = ceil(r*n) as `select` keeps: tokens at or above it are the top r.
-    for (const r of ratios) thresholds[String(r)] = has ? at(n - keepCount(r, n)) : null;
+    const cuts: Record<string, MetricCut> = {};
+    const kind = this.def.kind;
+    // The cut `rho select` makes (schemas/selection-cut.ts): low losses, high excess losses.
+    for (const r of ratios) {
+      const rank = thresholdRank(kind, r, n);
+      const t = rank === null ? null : at(rank);
+      thresholds[String(r)] = t;
+      cuts[String(r)] = {
+        kept_side: keptSide(kind),
+        threshold: t,
+        select_threshold: t === null ? null : scoreFromMetric(kind, t),
+        kept: keepCount(r, n),
+        kept_by_dir_cut: null,
+        kept_share_by_dir_cut: null,
+        select_args: selectArgs(kind, this.def.model, this.def.reference, r),
+      };
+    }
     return {
       count: s.count,
       mean: has ? s.mean() : null,
@@ -179,6 +286,7 @@ class MetricAccumulator {
       max: has ? s.max : null,
       quantiles,
       thresholds,
+      cuts,
       histogram: { ...this.spec, counts: this.counts, below: this.below, above: this.above },
     };
   }
@@ -190,8 +298,8 @@ class GroupAccumulator {
   scored = 0;
   selected = 0;
   readonly metrics: MetricAccumulator[];
-  constructor(readonly dimension: string, readonly key: string, defs: MetricDef[], alpha: number, budget: ExactBudget) {
-    this.metrics = defs.map((d) => new MetricAccumulator(d.kind === 'loss' ? LOSS_BINS : EXCESS_BINS, alpha, budget));
+  constructor(readonly dimension: string, readonly key: string, defs: MetricDef[], alpha: number, budget: ExactBudget, detail: boolean) {
+    this.metrics = defs.map((d) => new MetricAccumulator(d, alpha, budget, detail));
   }
 }
 
@@ -214,6 +322,25 @@ function checkByColumns(set: ScoreSet, by: string[]): void {
 }
 
 export async function computeStats(dir: string, opts: StatsOptions = {}): Promise<Stats> {
+  return (await runStats(dir, opts)).stats;
+}
+
+/** Index of the first value > t (ascending values). */
+function upperBound(a: Float64Array, t: number): number {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (a[mid] <= t) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+/** Index of the first value >= t (ascending values). */
+function lowerBound(a: Float64Array, t: number): number {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (a[mid] < t) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+
+export async function runStats(dir: string, opts: StatsOptions = {}, hooks: StatsHooks = {}): Promise<StatsRun> {
   const ratios = opts.ratios ?? DEFAULT_RATIOS;
   checkRatios(ratios);
   const by = opts.by ?? [];
@@ -228,12 +355,12 @@ export async function computeStats(dir: string, opts: StatsOptions = {}): Promis
   const group = (dimension: string, key: string): GroupAccumulator => {
     const k = `${dimension}\u0000${key}`;
     let g = groups.get(k);
-    if (!g) { g = new GroupAccumulator(dimension, key, defs, alpha, budget); groups.set(k, g); }
+    if (!g) { g = new GroupAccumulator(dimension, key, defs, alpha, budget, Boolean(hooks.fine) && (dimension === 'all' || dimension === COL.source)); groups.set(k, g); }
     return g;
   };
   const all = group('all', 'all');
 
-  const columns = [...new Set([COL.source, COL.nTokens, ...set.models.map(logprobColumn), ...(set.hasSelect ? [COL.selectMask] : []), ...by])];
+  const columns = [...new Set([COL.source, COL.nTokens, ...set.models.map(logprobColumn), ...(set.hasSelect ? [COL.selectMask] : []), ...by, ...(hooks.columns?.(set) ?? [])])];
   const progress = opts.progress ? new StatsProgress(set.files.length) : null;
   let lastFile = -1;
   // Per-row scratch: this row's groups, and the value of every metric at one token (NaN = no value).
@@ -241,13 +368,34 @@ export async function computeStats(dir: string, opts: StatsOptions = {}): Promis
   for await (const { batch, fileIndex } of setBatches(set, columns)) {
     if (fileIndex !== lastFile) { lastFile = fileIndex; progress?.file(fileIndex, all.tokens); }
     addBatch(batch, set, defs, by, all, group, vals);
+    hooks.onBatch?.(batch, set);
   }
   progress?.done(all.tokens);
 
   const exact = !budget.exhausted;
   const order = (g: GroupAccumulator) => (g.dimension === 'all' ? 0 : g.dimension === COL.source ? 1 : 2 + by.indexOf(g.dimension));
   const sorted = [...groups.values()].sort((a, b) => order(a) - order(b) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return {
+  const finished = sorted.map((g) => {
+    const metrics: Record<string, MetricStats> = {};
+    defs.forEach((d, i) => { metrics[d.name] = g.metrics[i].finish(ratios, exact); });
+    return metrics;
+  });
+  // Each group's share of the whole dir's cut (what `select --scope global` keeps of it): exact mode only.
+  const allMetrics = finished[sorted.indexOf(all)];
+  sorted.forEach((g, gi) => {
+    defs.forEach((d, i) => {
+      const values = g.metrics[i].sorted;
+      for (const r of ratios) {
+        const t = allMetrics[d.name].thresholds[String(r)];
+        const cut = finished[gi][d.name].cuts[String(r)];
+        if (!exact || !values) continue;
+        const kept = t === null ? 0 : d.kind === 'loss' ? upperBound(values, t) : values.length - lowerBound(values, t);
+        cut.kept_by_dir_cut = kept;
+        cut.kept_share_by_dir_cut = values.length ? kept / values.length : null;
+      }
+    });
+  });
+  const stats: Stats = {
     dir,
     files: set.files.length,
     schema_version: set.schemaVersion,
@@ -258,9 +406,8 @@ export async function computeStats(dir: string, opts: StatsOptions = {}): Promis
     quantile_method: exact ? 'exact' : 'sketch',
     sketch_alpha: alpha,
     has_select: set.hasSelect,
-    groups: sorted.map((g) => {
-      const metrics: Record<string, MetricStats> = {};
-      defs.forEach((d, i) => { metrics[d.name] = g.metrics[i].finish(ratios, exact); });
+    groups: sorted.map((g, gi) => {
+      const metrics = finished[gi];
       return {
         dimension: g.dimension,
         key: g.key,
@@ -273,6 +420,12 @@ export async function computeStats(dir: string, opts: StatsOptions = {}): Promis
       };
     }),
   };
+  const fineOf = (dimension: string, key: string, metric: string): FineHistogram | null => {
+    const g = groups.get(`${dimension}\u0000${key}`);
+    const i = defs.findIndex((d) => d.name === metric);
+    return g && i >= 0 ? g.metrics[i].fine : null;
+  };
+  return { stats, set, fine: fineOf };
 }
 
 function addBatch(

@@ -107,7 +107,7 @@ function concat(parts: Uint8Array[]): Uint8Array {
 // ---- minimal schema (ONNX IR field numbers), only what rho reads or writes ----
 
 export const DataType = { FLOAT: 1, INT32: 6, INT64: 7, BOOL: 9, FLOAT16: 10, DOUBLE: 11, BFLOAT16: 16 } as const;
-export const AttrType = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, INTS: 7 } as const;
+export const AttrType = { FLOAT: 1, INT: 2, STRING: 3, TENSOR: 4, GRAPH: 5, INTS: 7 } as const;
 
 const root = protobuf.Root.fromJSON({
   nested: {
@@ -119,6 +119,8 @@ const root = protobuf.Root.fromJSON({
           fields: {
             dims: { rule: 'repeated', type: 'int64', id: 1 },
             dataType: { type: 'int32', id: 2 },
+            floatData: { rule: 'repeated', type: 'float', id: 4 },
+            int64Data: { rule: 'repeated', type: 'int64', id: 7 },
             name: { type: 'string', id: 8 },
             rawData: { type: 'bytes', id: 9 },
             externalData: { rule: 'repeated', type: 'StringStringEntry', id: 13 },
@@ -128,8 +130,11 @@ const root = protobuf.Root.fromJSON({
         Attribute: {
           fields: {
             name: { type: 'string', id: 1 },
+            f: { type: 'float', id: 2 },
             i: { type: 'int64', id: 3 },
             t: { type: 'Tensor', id: 5 },
+            // GraphProto on the wire; kept as bytes (never decoded as a whole: a subgraph can hold a whole model).
+            g: { type: 'bytes', id: 6 },
             ints: { rule: 'repeated', type: 'int64', id: 8 },
             type: { type: 'int32', id: 20 },
           },
@@ -168,6 +173,7 @@ export const GRAPH_NODE = 1;
 export const GRAPH_INITIALIZER = 5;
 export const GRAPH_INPUT = 11;
 export const GRAPH_OUTPUT = 12;
+export const GRAPH_VALUE_INFO = 13;
 
 const toNum = (v: unknown): number =>
   typeof v === 'number' ? v : v && typeof (v as { toNumber?: unknown }).toNumber === 'function' ? (v as { toNumber(): number }).toNumber() : Number(v);
@@ -275,8 +281,10 @@ export interface NodeSpec {
 
 export type AttrSpec =
   | { name: string; kind: 'int'; value: number }
+  | { name: string; kind: 'float'; value: number }
   | { name: string; kind: 'ints'; value: number[] }
-  | { name: string; kind: 'tensorInt64'; value: number[]; dims: number[] };
+  | { name: string; kind: 'tensorInt64'; value: number[]; dims: number[] }
+  | { name: string; kind: 'graph'; value: Uint8Array };
 
 function int64Raw(values: number[]): Uint8Array {
   const b = Buffer.alloc(values.length * 8);
@@ -289,6 +297,10 @@ export function encodeNode(n: NodeSpec): Uint8Array {
     switch (a.kind) {
       case 'int':
         return { name: a.name, type: AttrType.INT, i: a.value };
+      case 'float':
+        return { name: a.name, type: AttrType.FLOAT, f: a.value };
+      case 'graph':
+        return { name: a.name, type: AttrType.GRAPH, g: a.value };
       case 'ints':
         return { name: a.name, type: AttrType.INTS, ints: a.value };
       case 'tensorInt64':
@@ -299,15 +311,148 @@ export function encodeNode(n: NodeSpec): Uint8Array {
   return T.Node.encode(msg).finish();
 }
 
-export function encodeValueInfo(name: string, elemType: number, dims: (number | string)[]): Uint8Array {
-  const dim = dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d }));
-  const msg = T.ValueInfo.fromObject({ name, type: { tensorType: { elemType, shape: { dim } } } });
+/** A ValueInfoProto; dims null leaves the shape unset (rank unknown). */
+export function encodeValueInfo(name: string, elemType: number, dims: (number | string)[] | null): Uint8Array {
+  const tensorType = dims === null ? { elemType } : { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } };
+  const msg = T.ValueInfo.fromObject({ name, type: { tensorType } });
   return T.ValueInfo.encode(msg).finish();
+}
+
+/** A GraphProto (for Loop / If bodies) from encoded nodes, inputs and outputs. */
+export function encodeGraph(g: { name: string; nodes: Uint8Array[]; inputs: Uint8Array[]; outputs: Uint8Array[] }): Uint8Array {
+  return concat([
+    ...g.nodes.map((n) => lenField(GRAPH_NODE, n)),
+    lenField(2, new TextEncoder().encode(g.name)),
+    ...g.inputs.map((i) => lenField(GRAPH_INPUT, i)),
+    ...g.outputs.map((o) => lenField(GRAPH_OUTPUT, o)),
+  ]);
+}
+
+// ---- decoding a graph's nodes (for head recognition) ----
+
+export interface DecodedAttr {
+  name: string;
+  type: number;
+  i?: number;
+  f?: number;
+  ints?: number[];
+  /** Tensor attribute: dims and data type only (payload not copied). */
+  t?: { dims: number[]; dataType: number; int64?: number[] };
+  g?: Uint8Array;
+}
+
+export interface GraphNode {
+  /** Position among the graph's node fields (what GraphEdit.dropNodes refers to). */
+  index: number;
+  opType: string;
+  domain: string;
+  name: string;
+  inputs: string[];
+  outputs: string[];
+  attrs: Map<string, DecodedAttr>;
+  /** The encoded NodeProto. */
+  bytes: Uint8Array;
+}
+
+export interface InitializerInfo {
+  name: string;
+  dims: number[];
+  dataType: number;
+  /** The encoded TensorProto. */
+  bytes: Uint8Array;
+}
+
+export interface DecodedGraph {
+  nodes: GraphNode[];
+  initializers: Map<string, InitializerInfo>;
+  inputs: ValueInfo[];
+  outputs: ValueInfo[];
+}
+
+function decodeNode(bytes: Uint8Array, index: number): GraphNode {
+  const m = T.Node.decode(bytes) as unknown as {
+    input: string[];
+    output: string[];
+    name?: string;
+    opType?: string;
+    domain?: string;
+    attribute: { name: string; type: number; i?: unknown; f?: number; ints?: unknown[]; t?: { dims?: unknown[]; dataType?: number; rawData?: Uint8Array; int64Data?: unknown[] }; g?: Uint8Array }[];
+  };
+  const attrs = new Map<string, DecodedAttr>();
+  for (const a of m.attribute ?? []) {
+    const d: DecodedAttr = { name: a.name, type: a.type };
+    if (a.i !== undefined && a.i !== null) d.i = toNum(a.i);
+    if (a.f !== undefined && a.f !== null) d.f = a.f;
+    if (a.ints && a.ints.length) d.ints = a.ints.map(toNum);
+    if (a.t) {
+      d.t = { dims: (a.t.dims ?? []).map(toNum), dataType: a.t.dataType ?? 0 };
+      if (d.t.dataType === DataType.INT64) {
+        if (a.t.int64Data && a.t.int64Data.length) d.t.int64 = a.t.int64Data.map(toNum);
+        else if (a.t.rawData && a.t.rawData.length % 8 === 0 && a.t.rawData.length <= 64) {
+          const dv = new DataView(a.t.rawData.buffer, a.t.rawData.byteOffset, a.t.rawData.length);
+          d.t.int64 = Array.from({ length: a.t.rawData.length / 8 }, (_, k) => Number(dv.getBigInt64(k * 8, true)));
+        }
+      }
+    }
+    if (a.g) d.g = a.g;
+    attrs.set(a.name, d);
+  }
+  return { index, opType: m.opType ?? '', domain: m.domain ?? '', name: m.name ?? '', inputs: m.input ?? [], outputs: m.output ?? [], attrs, bytes };
+}
+
+function decodeInitializer(buf: Uint8Array, start: number, end: number): InitializerInfo {
+  let name = '';
+  let dataType = 0;
+  const dims: number[] = [];
+  for (const f of iterateFields(buf, start, end)) {
+    if (f.field === 1 && f.wireType === WIRE_VARINT) dims.push(readVarint(buf, f.dataStart).value);
+    else if (f.field === 1 && f.wireType === WIRE_LEN) {
+      let p = f.dataStart;
+      while (p < f.end) {
+        const v = readVarint(buf, p);
+        dims.push(v.value);
+        p = v.pos;
+      }
+    } else if (f.field === 2 && f.wireType === WIRE_VARINT) dataType = readVarint(buf, f.dataStart).value;
+    else if (f.field === 8 && f.wireType === WIRE_LEN) name = Buffer.from(buf.subarray(f.dataStart, f.end)).toString('utf8');
+  }
+  return { name, dims, dataType, bytes: buf.subarray(start, end) };
+}
+
+/** Decode a GraphProto's nodes (attributes light), initializer shapes, inputs and outputs. Payloads are not copied. */
+export function decodeGraph(buf: Uint8Array, start = 0, end = buf.length): DecodedGraph {
+  const nodes: GraphNode[] = [];
+  const initializers = new Map<string, InitializerInfo>();
+  const inputs: ValueInfo[] = [];
+  const outputs: ValueInfo[] = [];
+  let index = 0;
+  for (const f of iterateFields(buf, start, end)) {
+    if (f.wireType !== WIRE_LEN) continue;
+    if (f.field === GRAPH_NODE) nodes.push(decodeNode(buf.subarray(f.dataStart, f.end), index++));
+    else if (f.field === GRAPH_INITIALIZER) {
+      const init = decodeInitializer(buf, f.dataStart, f.end);
+      initializers.set(init.name, init);
+    } else if (f.field === GRAPH_INPUT) inputs.push(decodeValueInfo(buf.subarray(f.dataStart, f.end)));
+    else if (f.field === GRAPH_OUTPUT) outputs.push(decodeValueInfo(buf.subarray(f.dataStart, f.end)));
+  }
+  return { nodes, initializers, inputs, outputs };
+}
+
+/** The main graph of a model, decoded. */
+export function decodeModelGraph(model: Uint8Array): DecodedGraph {
+  const g = findGraph(model);
+  return decodeGraph(model, g.dataStart, g.end);
 }
 
 export interface GraphEdit {
   /** graph.output entries whose name makes this return true are dropped. */
   dropOutput?: (name: string) => boolean;
+  /** graph.input entries whose name makes this return true are dropped. */
+  dropInput?: (name: string) => boolean;
+  /** Indices (GraphNode.index) of graph.node entries to drop. */
+  dropNodes?: Set<number>;
+  /** Encoded TensorProtos appended as graph.initializer. */
+  addInitializers?: Uint8Array[];
   addNodes?: Uint8Array[];
   addInputs?: Uint8Array[];
   addOutputs?: Uint8Array[];
@@ -322,16 +467,20 @@ export function editModel(model: Uint8Array, edit: GraphEdit): Uint8Array {
   const g = findGraph(model);
   const parts: Uint8Array[] = [];
   let copyFrom = g.dataStart;
+  let nodeIndex = 0;
   for (const f of iterateFields(model, g.dataStart, g.end)) {
-    if (f.field === GRAPH_OUTPUT && f.wireType === WIRE_LEN && edit.dropOutput) {
-      const vi = decodeValueInfo(model.subarray(f.dataStart, f.end));
-      if (edit.dropOutput(vi.name)) {
-        if (f.start > copyFrom) parts.push(model.subarray(copyFrom, f.start));
-        copyFrom = f.end;
-      }
+    if (f.wireType !== WIRE_LEN) continue;
+    let drop = false;
+    if (f.field === GRAPH_OUTPUT && edit.dropOutput) drop = edit.dropOutput(decodeValueInfo(model.subarray(f.dataStart, f.end)).name);
+    else if (f.field === GRAPH_INPUT && edit.dropInput) drop = edit.dropInput(decodeValueInfo(model.subarray(f.dataStart, f.end)).name);
+    else if (f.field === GRAPH_NODE) drop = edit.dropNodes?.has(nodeIndex++) ?? false;
+    if (drop) {
+      if (f.start > copyFrom) parts.push(model.subarray(copyFrom, f.start));
+      copyFrom = f.end;
     }
   }
   if (g.end > copyFrom) parts.push(model.subarray(copyFrom, g.end));
+  for (const i of edit.addInitializers ?? []) parts.push(lenField(GRAPH_INITIALIZER, i));
   for (const n of edit.addNodes ?? []) parts.push(lenField(GRAPH_NODE, n));
   for (const i of edit.addInputs ?? []) parts.push(lenField(GRAPH_INPUT, i));
   for (const o of edit.addOutputs ?? []) parts.push(lenField(GRAPH_OUTPUT, o));

@@ -4,12 +4,17 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { buildChunkedHead, findHead, type HeadPlan, type WorkNode } from './chunked-head.js';
 import {
   DataType,
+  decodeGraph,
+  decodeModelGraph,
   editModel,
   encodeNode,
   encodeValueInfo,
   summarizeModel,
+  type GraphEdit,
+  type InitializerInfo,
   type ModelSummary,
   type NodeSpec,
   type ValueInfo,
@@ -23,10 +28,25 @@ export interface PreparedModel {
   externalData: { path: string; bytes: number; sha256: string }[];
   preparedPath: string;
   logitsType: 'float32' | 'float16' | 'bfloat16';
-  /** From config.json next to the model (max_position_embeddings / n_positions / max_seq_len) or a static sequence dim, else null. */
+  /**
+   * The longest window the model takes: the smallest of config.json's max_position_embeddings / n_positions /
+   * max_seq_len, the rows of a learned position table indexed by position_ids, and a static sequence dim; else null.
+   */
   maxContext: number | null;
+  /** Where maxContext comes from, in words ("config.json max_position_embeddings", "position table ..."). */
+  maxContextSource: string | null;
+  /** Model dimensions read from the graph (and config.json), for the memory budget; null where unknown. */
+  dims: { vocab: number | null; hidden: number | null; layers: number | null; heads: number | null };
+  /** How the scores are computed: over vocabulary slices (no [B,T,V] tensor), or the model's own full head. */
+  head:
+    | { kind: 'chunked'; sliceVocab: number | null; sliceElements: number; mode: 'loop' | 'unrolled'; description: string }
+    | { kind: 'full'; reason: string };
   inputs: {
     inputIds: string;
+    /** Element type of input_ids (and of attention_mask / position_ids where present) as the model declares it. */
+    idsType: 'int64' | 'int32';
+    maskType: 'int64' | 'int32';
+    positionType: 'int64' | 'int32';
     attentionMask: string | null;
     positionIds: string | null;
     useCacheBranch: string | null;
@@ -40,7 +60,27 @@ export interface PrepareOptions {
   name: string;
   cacheDir: string;
   entropy: boolean;
+  /** 'chunked' (default): vocabulary slices where the head is recognisable; 'full': the model's own head. */
+  head?: 'chunked' | 'full';
+  /** Vocabulary entries per slice, fixed. Default: chosen at run time so [tokens, slice] stays within DEFAULT_SLICE_ELEMENTS. */
+  sliceVocab?: number;
+  /** Values per [tokens, slice] tensor when the slice is chosen at run time (default DEFAULT_SLICE_ELEMENTS). */
+  sliceElements?: number;
+  /** Slices inside one Loop node (default) or unrolled. */
+  sliceMode?: 'loop' | 'unrolled';
 }
+
+/**
+ * The chunked head's slice is chosen at run time so that one [tokens, slice] float32 tensor holds at most this many
+ * values (64 MiB): about three such tensors are live at once, whatever the vocabulary and the batch.
+ */
+export const DEFAULT_SLICE_ELEMENTS = 16 * 1024 * 1024;
+/** ...but never fewer than this many vocabulary entries per slice (per-slice overhead), nor more than V. */
+export const MIN_SLICE_VOCAB = 1024;
+/** Fixed slice size of the unrolled variant when none is given. */
+export const DEFAULT_SLICE_VOCAB = 8192;
+/** Bumped whenever the prepared graph changes, so cached prepared models of older rho versions are not reused. */
+const PREPARE_VERSION = 2;
 
 /** Names of what the prepared graph adds. */
 export const RHO_TARGET = 'rho_target_ids';
@@ -107,18 +147,66 @@ async function writeAtomic(p: string, data: Uint8Array): Promise<void> {
   }
 }
 
-async function readMaxContext(modelPath: string, inputIds: ValueInfo): Promise<number | null> {
+async function readConfig(modelPath: string): Promise<Record<string, unknown> | null> {
   try {
-    const cfg = JSON.parse(await fsp.readFile(path.join(path.dirname(modelPath), 'config.json'), 'utf8')) as Record<string, unknown>;
-    for (const k of ['max_position_embeddings', 'n_positions', 'max_seq_len']) {
-      const v = cfg[k];
-      if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
-    }
+    return JSON.parse(await fsp.readFile(path.join(path.dirname(modelPath), 'config.json'), 'utf8')) as Record<string, unknown>;
   } catch {
-    // no or unreadable config.json: fall through
+    return null; // no or unreadable config.json
   }
+}
+
+function readMaxContext(cfg: Record<string, unknown> | null, inputIds: ValueInfo, positionTable: number | null): { value: number | null; source: string | null } {
+  const found: { value: number; source: string }[] = [];
+  for (const k of ['max_position_embeddings', 'n_positions', 'max_seq_len']) {
+    const v = cfg?.[k];
+    if (typeof v === 'number' && Number.isInteger(v) && v > 0) {
+      found.push({ value: v, source: `config.json ${k}` });
+      break;
+    }
+  }
+  if (positionTable !== null) found.push({ value: positionTable, source: `the model's learned position table (${positionTable} rows)` });
   const d = inputIds.dims?.[1];
-  return typeof d === 'number' && d > 0 ? d : null;
+  if (typeof d === 'number' && d > 0) found.push({ value: d, source: `the model's static sequence length` });
+  if (!found.length) return { value: null, source: null };
+  return found.reduce((a, b) => (b.value < a.value ? b : a));
+}
+
+function configInt(cfg: Record<string, unknown> | null, keys: string[]): number | null {
+  for (const k of keys) {
+    const v = cfg?.[k];
+    if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
+  }
+  return null;
+}
+
+/** Rows of a learned position table: a Gather on a 2-D constant indexed by position_ids (through Cast/Identity). */
+function findPositionTable(nodes: WorkNode[], inits: Map<string, InitializerInfo>, positionIds: string | null): number | null {
+  if (!positionIds) return null;
+  const derived = new Set([positionIds]);
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const n of nodes) {
+      if ((n.opType === 'Cast' || n.opType === 'Identity') && derived.has(n.inputs[0]!) && !derived.has(n.outputs[0]!)) {
+        derived.add(n.outputs[0]!);
+        changed = true;
+      }
+    }
+  }
+  const producer = new Map<string, WorkNode>();
+  for (const n of nodes) for (const o of n.outputs) producer.set(o, n);
+  const dimsOf = (name: string): number[] | null => {
+    const i = inits.get(name);
+    if (i) return i.dims;
+    const p = producer.get(name);
+    return p && (p.opType === 'Cast' || p.opType === 'Identity') ? dimsOf(p.inputs[0]!) : null;
+  };
+  let rows: number | null = null;
+  for (const n of nodes) {
+    if (n.opType !== 'Gather' || !derived.has(n.inputs[1]!) || (n.attrs.get('axis')?.i ?? 0) !== 0) continue;
+    const d = dimsOf(n.inputs[0]!);
+    if (d && d.length === 2) rows = rows === null ? d[0]! : Math.min(rows, d[0]!);
+  }
+  return rows;
 }
 
 function elemTypeName(t: number): 'float32' | 'float16' | 'bfloat16' | null {
@@ -126,6 +214,7 @@ function elemTypeName(t: number): 'float32' | 'float16' | 'bfloat16' | null {
 }
 
 interface Analysis {
+  modelPath: string;
   summary: ModelSummary;
   logits: ValueInfo;
   logitsType: PreparedModel['logitsType'];
@@ -156,6 +245,12 @@ function analyze(modelPath: string, summary: ModelSummary): Analysis {
   if (!logitsType) throw new Error(`model ${modelPath}: logits have unsupported element type ${logits.elemType} (need float32, float16 or bfloat16)`);
   const opset = summary.opset ?? 0;
   if (opset < 11) throw new Error(`model ${modelPath} uses opset ${opset}; rho needs opset >= 11 (GatherElements): re-export with a newer opset`);
+  const intType = (name: string, what: string): 'int64' | 'int32' => {
+    const t = byName.get(name)?.elemType;
+    if (t === undefined || t === 0 || t === DataType.INT64) return 'int64';
+    if (t === DataType.INT32) return 'int32';
+    throw new Error(`model ${modelPath}: ${what} ${name} has element type ${t}; rho feeds int64 or int32`);
+  };
   const past: PreparedModel['inputs']['past'] = [];
   const known = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch']);
   for (const i of feeds) {
@@ -171,6 +266,7 @@ function analyze(modelPath: string, summary: ModelSummary): Analysis {
     );
   }
   return {
+    modelPath,
     summary,
     logits,
     logitsType,
@@ -178,6 +274,9 @@ function analyze(modelPath: string, summary: ModelSummary): Analysis {
     opset,
     inputs: {
       inputIds: 'input_ids',
+      idsType: intType('input_ids', 'input'),
+      maskType: byName.has('attention_mask') ? intType('attention_mask', 'input') : 'int64',
+      positionType: byName.has('position_ids') ? intType('position_ids', 'input') : 'int64',
       attentionMask: byName.has('attention_mask') ? 'attention_mask' : null,
       positionIds: byName.has('position_ids') ? 'position_ids' : null,
       useCacheBranch: byName.has('use_cache_branch') ? 'use_cache_branch' : null,
@@ -186,8 +285,8 @@ function analyze(modelPath: string, summary: ModelSummary): Analysis {
   };
 }
 
-/** The nodes / inputs / outputs appended to the graph. */
-export function buildScoringEdit(a: { opset: number; logitsType: PreparedModel['logitsType']; inputIds: ValueInfo }, entropy: boolean) {
+/** The full head: log-softmax over the model's own [B, T, V] logits, then the target's entry (and the entropy). */
+function buildFullHead(a: { opset: number; logitsType: PreparedModel['logitsType'] }, entropy: boolean): NodeSpec[] {
   const axesAsInput = a.opset >= 13;
   const nodes: NodeSpec[] = [];
   const p = 'rho_';
@@ -216,7 +315,11 @@ export function buildScoringEdit(a: { opset: number; logitsType: PreparedModel['
   nodes.push({ opType: 'Shape', name: `${p}shape`, inputs: [LOGITS], outputs: [`${p}shape`] });
   nodes.push({ opType: 'Constant', name: `${p}idx_last`, inputs: [], outputs: [`${p}idx_last`], attributes: [{ name: 'value', kind: 'tensorInt64', value: [-1], dims: [1] }] });
   nodes.push({ opType: 'Gather', name: `${p}vocab`, inputs: [`${p}shape`, `${p}idx_last`], outputs: [RHO_VOCAB], attributes: [{ name: 'axis', kind: 'int', value: 0 }] });
+  return nodes;
+}
 
+/** The input and outputs the prepared graph adds (every original output is dropped). */
+function scoringIO(a: { inputIds: ValueInfo }, entropy: boolean) {
   const d0 = a.inputIds.dims?.[0];
   const d1 = a.inputIds.dims?.[1];
   const bt: (number | string)[] = [
@@ -226,13 +329,7 @@ export function buildScoringEdit(a: { opset: number; logitsType: PreparedModel['
   const outputs = [encodeValueInfo(RHO_LOGPROB, DataType.FLOAT, bt)];
   if (entropy) outputs.push(encodeValueInfo(RHO_ENTROPY, DataType.FLOAT, bt));
   outputs.push(encodeValueInfo(RHO_VOCAB, DataType.INT64, [1]));
-  return {
-    // Every original output (logits, present.*, anything else) is dropped: only [B,T] scores leave the runtime.
-    dropOutput: () => true,
-    addNodes: nodes.map(encodeNode),
-    addInputs: [encodeValueInfo(RHO_TARGET, DataType.INT64, bt)],
-    addOutputs: outputs,
-  };
+  return { addInputs: [encodeValueInfo(RHO_TARGET, DataType.INT64, bt)], addOutputs: outputs };
 }
 
 function isLinkUnsupported(e: unknown): boolean {
@@ -302,9 +399,17 @@ export async function prepareModel(opts: PrepareOptions): Promise<PreparedModel>
     }
   }
 
-  const tag = opts.entropy ? 'e' : 'n';
+  const cfg = await readConfig(sourcePath);
+  const plan = planPreparation(model, a, opts);
+  if (plan.head.kind === 'full' && opts.head !== 'full' && !fallbackNoted.has(sha256)) {
+    fallbackNoted.add(sha256);
+    process.stderr.write(`rho: model ${opts.name} (${sourcePath}): LM head not recognised (${plan.head.reason}); scoring with the model's full head, whose memory grows with the vocabulary\n`);
+  }
+  const headTag = plan.head.kind === 'chunked' ? `c${plan.head.sliceVocab ?? `e${plan.head.sliceElements}`}${plan.head.mode === 'loop' ? 'l' : 'u'}` : 'full';
+  const tag = `${opts.entropy ? 'e' : 'n'}-p${PREPARE_VERSION}${headTag}`;
   let build: Uint8Array | null = null;
-  const prepared = () => (build ??= editModel(model, buildScoringEdit(a, opts.entropy)));
+  const prepared = () => (build ??= editModel(model, plan.edit));
+  const mc = readMaxContext(cfg, a.inputIds, plan.positionTable);
 
   let preparedPath: string;
   if (locations.length === 0) {
@@ -344,8 +449,95 @@ export async function prepareModel(opts: PrepareOptions): Promise<PreparedModel>
     externalData,
     preparedPath,
     logitsType: a.logitsType,
-    maxContext: await readMaxContext(sourcePath, a.inputIds),
-    inputs: a.inputs,
+    maxContext: mc.value,
+    maxContextSource: mc.source,
+    dims: {
+      vocab: plan.vocab ?? configInt(cfg, ['vocab_size', 'n_vocab', 'padded_vocab_size']),
+      hidden: plan.hidden ?? configInt(cfg, ['hidden_size', 'n_embd', 'd_model']),
+      layers: configInt(cfg, ['num_hidden_layers', 'n_layer', 'num_layers']),
+      heads: configInt(cfg, ['num_attention_heads', 'n_head']),
+    },
+    head: plan.head,
+    inputs: plan.inputs,
     entropy: opts.entropy,
+  };
+}
+
+const fallbackNoted = new Set<string>();
+
+interface Plan {
+  edit: GraphEdit;
+  head: PreparedModel['head'];
+  inputs: PreparedModel['inputs'];
+  vocab: number | null;
+  hidden: number | null;
+  positionTable: number | null;
+}
+
+/**
+ * Decide the graph edit: inline optimum's merged-decoder If (rho always takes the no-past branch), then replace the
+ * head by the chunked head where it is recognisable, else append the full-head scoring nodes.
+ */
+function planPreparation(model: Uint8Array, a: Analysis, opts: PrepareOptions): Plan {
+  const g = decodeModelGraph(model);
+  let work: WorkNode[] = g.nodes.map((n) => ({ ...n, inlined: false }));
+  const inits = new Map(g.initializers);
+  const addInitializers: Uint8Array[] = [];
+  const dropNodes = new Set<number>();
+  let inputs = a.inputs;
+  let dropInput: ((name: string) => boolean) | undefined;
+  const ifNode = a.inputs.useCacheBranch
+    ? work.find((n) => n.opType === 'If' && n.inputs[0] === a.inputs.useCacheBranch && n.outputs.includes(LOGITS))
+    : undefined;
+  const elseBranch = ifNode?.attrs.get('else_branch')?.g;
+  if (ifNode && elseBranch) {
+    // optimum's merged decoder: then = with past, else = without. rho feeds no past, so the prepared graph is the else
+    // branch alone: its nodes and initializers move into the main graph, and use_cache_branch / past_* stop being inputs.
+    const sub = decodeGraph(elseBranch);
+    if (sub.outputs.length !== ifNode.outputs.length) {
+      throw new Error(`model ${a.modelPath}: the If node "${ifNode.name}" has ${ifNode.outputs.length} outputs but its else branch ${sub.outputs.length}`);
+    }
+    dropNodes.add(ifNode.index);
+    work = work.filter((n) => n !== ifNode);
+    for (const n of sub.nodes) work.push({ ...n, inlined: true });
+    ifNode.outputs.forEach((o, i) => {
+      const so = sub.outputs[i]!.name;
+      if (o && so !== o) {
+        const spec: NodeSpec = { opType: 'Identity', name: `rho_inline_${i}`, inputs: [so], outputs: [o] };
+        work.push({ index: -1, opType: 'Identity', domain: '', name: spec.name, inputs: spec.inputs, outputs: spec.outputs, attrs: new Map(), bytes: encodeNode(spec), inlined: true });
+      }
+    });
+    for (const [name, init] of sub.initializers) {
+      inits.set(name, init);
+      addInitializers.push(init.bytes);
+    }
+    const gone = new Set([a.inputs.useCacheBranch!, ...a.inputs.past.map((x) => x.name)]);
+    dropInput = (name) => gone.has(name);
+    inputs = { ...inputs, useCacheBranch: null, past: [] };
+  }
+  const positionTable = findPositionTable(work, inits, inputs.positionIds);
+  const found = opts.head === 'full' ? { reason: 'full head requested' } : findHead(work, inits, a.summary.inputs, LOGITS);
+  const io = scoringIO(a, opts.entropy);
+  const base = { dropOutput: () => true, dropInput, addInitializers, addInputs: io.addInputs, addOutputs: io.addOutputs };
+  if ('reason' in found) {
+    const nodes = [...work.filter((n) => n.inlined).map((n) => n.bytes), ...buildFullHead(a, opts.entropy).map(encodeNode)];
+    return { edit: { ...base, dropNodes, addNodes: nodes }, head: { kind: 'full', reason: found.reason }, inputs, vocab: null, hidden: null, positionTable };
+  }
+  const plan: HeadPlan = found;
+  const mode = opts.sliceMode ?? 'loop';
+  const sliceVocab = opts.sliceVocab ?? (mode === 'unrolled' ? DEFAULT_SLICE_VOCAB : null);
+  if (sliceVocab !== null && (!Number.isInteger(sliceVocab) || sliceVocab < 1)) throw new Error(`slice size must be a positive integer (got ${sliceVocab})`);
+  const sliceElements = opts.sliceElements ?? DEFAULT_SLICE_ELEMENTS;
+  const dropped = new Set(plan.drop);
+  for (const n of plan.drop) if (!n.inlined) dropNodes.add(n.index);
+  const head = buildChunkedHead(plan, { opset: a.opset, entropy: opts.entropy, sliceVocab, sliceElements, minSlice: MIN_SLICE_VOCAB, mode, target: RHO_TARGET, logprob: RHO_LOGPROB, entropyOut: RHO_ENTROPY, vocabOut: RHO_VOCAB });
+  const nodes = [...work.filter((n) => n.inlined && !dropped.has(n)).map((n) => n.bytes), ...head.map(encodeNode)];
+  return {
+    edit: { ...base, dropNodes, addNodes: nodes },
+    head: { kind: 'chunked', sliceVocab, sliceElements, mode, description: plan.description },
+    inputs,
+    vocab: plan.vocab,
+    hidden: plan.hiddenSize,
+    positionTable,
   };
 }

@@ -21,3 +21,16 @@ export function exitCodeOf(e: unknown): number {
   const code = (e as { exitCode?: unknown })?.exitCode;
   return typeof code === 'number' ? code : EXIT.runtime;
 }
+
+/** A failure while working (I/O, a crashed worker, a bug): exit 1. `cause` is the original error. */
+export class RunError extends Error {
+  readonly exitCode = EXIT.runtime;
+}
+
+/** Errors out of the API always carry the CLI's exit code: a ConfigError/RejectRatioError as is, anything else as a RunError. */
+export function asTypedError(e: unknown): Error & { exitCode: number } {
+  if (e instanceof Error && typeof (e as { exitCode?: unknown }).exitCode === 'number') return e as Error & { exitCode: number };
+  const err = new RunError(e instanceof Error ? e.message : String(e), { cause: e });
+  if (e instanceof Error && e.stack) err.stack = e.stack;
+  return err;
+}

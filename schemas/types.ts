@@ -24,6 +24,22 @@ export interface Rejected {
   reason: string;
 }
 
+/** One document of a document source: the text, and an id (default `<source name>#<index>`). */
+export interface SourceDocument {
+  id?: string;
+  text: string;
+}
+
+/**
+ * An input that is not a file: a name and the documents, in order. Its rows are written with `source` = name
+ * and `row` = the index of the document. Resume, claims and `verify` treat it like a file of that name, so a
+ * rerun (or another runner) must get the same documents in the same order from it.
+ */
+export interface DocumentSource {
+  name: string;
+  documents(): AsyncIterable<SourceDocument> | Iterable<SourceDocument>;
+}
+
 /** What a reader yields: a document to score or a record of why one cannot be. */
 export type ReadItem = { kind: 'doc'; doc: Document } | { kind: 'reject'; reject: Rejected };
 

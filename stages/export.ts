@@ -2,8 +2,9 @@
 // without a Parquet library. One file per column, all in training order, plus document offsets and a header.
 // This module turns one record batch into the bytes to append; pipeline/export-job.ts owns files and order.
 import type { RecordBatch } from 'apache-arrow';
-import { COL } from '../schemas/contract.js';
+import { COL, IGNORE_INDEX } from '../schemas/contract.js';
 import { boolListBytes, listView } from './lists.js';
+import { float16Bits } from '../schemas/score-dtype.js';
 
 export const MEMMAP_FORMAT = 'rho-memmap';
 export const MEMMAP_VERSION = 1;
@@ -42,36 +43,7 @@ export function tokenDtypeFor(vocabSize: number): TokenDtype {
   return vocabSize <= 65536 ? 'uint16' : 'uint32';
 }
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** IEEE 754 binary16 bits of a float32, rounded to nearest even (Node 20 has no Float16Array). */
-export function float16Bits(v: number): number {
-  f32[0] = v;
-  const x = u32[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    // Subnormal half: m * 2^-24.
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1))) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  // A carry out of the mantissa correctly bumps the exponent (up to infinity).
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
-  return sign | half;
-}
+export { float16Bits };
 
 export interface ExportPlan {
   tokenDtype: TokenDtype;
@@ -98,7 +70,18 @@ const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a
  * Encode one record batch. `where(row)` names a row for error messages (file and row index). Throws when a
  * token id does not fit the vocabulary or a per-token column does not line up with token_ids.
  */
-export function encodeBatch(batch: RecordBatch, plan: ExportPlan, where: (row: number) => string): EncodedBatch {
+/** The rows of a compact selection (rho select --compact) that go with one record batch of scores. */
+export interface BatchSelection {
+  sources: string[];
+  rows: number[];
+  /** rows + 1 offsets into `mask` (may start above 0). */
+  offsets: Int32Array;
+  mask: Uint8Array;
+  /** The selection file, for messages. */
+  where: string;
+}
+
+export function encodeBatch(batch: RecordBatch, plan: ExportPlan, where: (row: number) => string, selection?: BatchSelection): EncodedBatch {
   const rows = batch.numRows;
   const tok = listView<Int32Array>(batch, COL.tokenIds);
   const ids = batch.getChild(COL.id)!;
@@ -151,7 +134,24 @@ export function encodeBatch(batch: RecordBatch, plan: ExportPlan, where: (row: n
 
   let labels: Uint8Array | null = null;
   let selectMask: Uint8Array | null = null;
-  if (plan.withSelect) {
+  if (plan.withSelect && selection) {
+    // Compact selection: the mask comes from the selection file, row for row; labels are derived from token_ids.
+    const s0 = selection.offsets[0];
+    for (let r = 0; r < rows; r++) {
+      const src = String(sources.get(r));
+      const row = Number(rowCol.get(r));
+      if (selection.sources[r] !== src || selection.rows[r] !== row) {
+        throw new Error(`${where(r)}: the selection ${selection.where} has (source ${selection.sources[r]}, row ${selection.rows[r]}) in its place, not (${src}, ${row}); it was made from other score files`);
+      }
+      const len = selection.offsets[r + 1] - selection.offsets[r];
+      if (len !== tok.offsets[r + 1] - tok.offsets[r]) throw new Error(`${where(r)}, field ${COL.selectMask}: ${len} values in ${selection.where} but ${tok.offsets[r + 1] - tok.offsets[r]} token_ids`);
+    }
+    selectMask = selection.mask.subarray(0, selection.offsets[rows] - s0);
+    const l = new Int32Array(n);
+    const t0 = tok.offsets[0];
+    for (let j = 0; j < n; j++) l[j] = selectMask[j] ? tok.values[t0 + j] : IGNORE_INDEX;
+    labels = bytesOf(l);
+  } else if (plan.withSelect) {
     const l = listView<Int32Array>(batch, COL.labels);
     aligned(COL.labels, l.offsets);
     labels = bytesOf(Int32Array.from(l.values.subarray(l.offsets[0], l.offsets[0] + n)));

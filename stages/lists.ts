@@ -1,5 +1,6 @@
 // Zero-copy access to list columns of Arrow record batches (token_ids, <model>_logprob, select_mask).
-import type { RecordBatch, Data, Bool } from 'apache-arrow';
+import { DataType, type RecordBatch, type Data, type Bool } from 'apache-arrow';
+import { floatValues } from '../schemas/score-dtype.js';
 
 /**
  * Zero-copy view of a list column of one record batch: row r spans child elements [offsets[r], offsets[r+1]).
@@ -24,7 +25,8 @@ export function listView<V = ArrayLike<number>>(batch: RecordBatch, name: string
   const hasNulls = child.nullCount > 0 && bitmap && bitmap.length > 0;
   return {
     offsets: d.valueOffsets as Int32Array,
-    values: child.values as V,
+    // float16 lists (--score-dtype float16) come out as float32 values, so every reader handles every dtype.
+    values: (DataType.isFloat(child.type) ? floatValues(child) : child.values) as V,
     valid: hasNulls ? (j) => (bitmap[(base + j) >> 3] & (1 << ((base + j) & 7))) !== 0 : () => true,
   };
 }

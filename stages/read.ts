@@ -11,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { RecordBatchReader, tableFromIPC, DataType, type RecordBatch, type Vector } from 'apache-arrow';
 import type { ParquetFromWorker, ParquetToWorker } from './parquet-worker.js';
-import type { ReadItem } from '../schemas/types.js';
+import type { DocumentSource, ReadItem } from '../schemas/types.js';
 
 export interface ReadOptions {
   textField: string;
@@ -58,6 +58,24 @@ export function readShard(source: string, opts: ReadOptions, opener: ShardOpener
   if (format === 'jsonl') return readJsonl(source, compression, opts, opener);
   if (format === 'parquet') return readParquet(source, opts, opener);
   return readArrow(source, opts, opener);
+}
+
+/**
+ * A document source's records: row = the index of the document it yielded. A document without a string `text`,
+ * or with an `id` that is neither a non-empty string nor a number, is a reject naming the source, row and field.
+ */
+export async function* readDocuments(src: DocumentSource): AsyncGenerator<ReadItem> {
+  let row = 0;
+  for await (const d of src.documents()) {
+    const r = row++;
+    if (d === null || typeof d !== 'object') {
+      yield reject(src.name, r, null, 'line', `document source "${src.name}" yielded ${typeOf(d)}, expected an object { id?, text }`);
+      continue;
+    }
+    const rec = d as unknown as Record<string, unknown>;
+    if (rec.id === undefined) yield fromRecord(src.name, r, rec, { textField: 'text' }, '');
+    else yield fromRecord(src.name, r, rec, { textField: 'text', idField: 'id' }, '');
+  }
 }
 
 function zstdStream(): Transform {

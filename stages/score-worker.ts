@@ -79,9 +79,11 @@ export function feeds(m: WorkerModel, rows: number, width: number, tokens: Int32
     }
   }
   const dims = [rows, width];
-  const f: Record<string, ort.Tensor> = { [m.inputs.inputIds]: new ort.Tensor('int64', ids, dims), rho_target_ids: new ort.Tensor('int64', target, dims) };
-  if (m.inputs.attentionMask) f[m.inputs.attentionMask] = new ort.Tensor('int64', mask, dims);
-  if (m.inputs.positionIds) f[m.inputs.positionIds] = new ort.Tensor('int64', pos, dims);
+  // Models exported with int32 token inputs get int32 (the values are the same).
+  const int = (type: 'int64' | 'int32' | undefined, x: BigInt64Array) => (type === 'int32' ? new ort.Tensor('int32', Int32Array.from(x, Number), dims) : new ort.Tensor('int64', x, dims));
+  const f: Record<string, ort.Tensor> = { [m.inputs.inputIds]: int(m.inputs.idsType, ids), rho_target_ids: new ort.Tensor('int64', target, dims) };
+  if (m.inputs.attentionMask) f[m.inputs.attentionMask] = int(m.inputs.maskType, mask);
+  if (m.inputs.positionIds) f[m.inputs.positionIds] = int(m.inputs.positionType, pos);
   if (m.inputs.useCacheBranch) f[m.inputs.useCacheBranch] = new ort.Tensor('bool', new Uint8Array(1), [1]);
   for (const p of m.inputs.past) {
     // Empty past: batch dim = rows, symbolic (past length) dims = 0, numeric dims as declared.

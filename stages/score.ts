@@ -48,6 +48,12 @@ export function alignScores(raw: Float32Array, rows: number, width: number, leng
 export interface Scorer {
   /** Model names, in column order: the output gets `<name>_logprob` (and `<name>_entropy`) for each. */
   readonly modelNames: readonly string[];
+  /**
+   * What identifies the scores a custom scorer gives (e.g. a hash of its weights), for the run identity and
+   * provenance: a rerun with another fingerprint is refused. Default 'custom-scorer'. OnnxScorer runs are
+   * identified by the models' sha256 instead.
+   */
+  readonly fingerprint?: string;
   score(batch: Batch): Promise<Map<string, ModelBatchScores>>;
   close(): Promise<void>;
 }

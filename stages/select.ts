@@ -14,18 +14,14 @@ import { Bool, Int32, makeData, type Data } from 'apache-arrow';
 import { COL, IGNORE_INDEX, logprobColumn } from '../schemas/contract.js';
 import { listView } from './lists.js';
 import { listData } from './write.js';
+import { keepCount, thresholdRank, type SelectBy } from '../schemas/selection-cut.js';
 
-export type SelectBy = 'ref_loss' | 'excess';
+// The cut itself (how many are kept, where the threshold lies) is defined once in schemas/selection-cut.ts,
+// which stats/report/show use too.
+export { keepCount, type SelectBy };
 export type SelectScope = 'document' | 'batch' | 'global';
 
 export { SELECT_META } from '../schemas/contract.js';
-
-/** Number of tokens to keep out of n scored ones: ceil(k*n), with k*n within 1e-9 of an integer taken as that integer. */
-export function keepCount(ratio: number, n: number): number {
-  const x = ratio * n;
-  const r = Math.round(x);
-  return Math.abs(x - r) <= 1e-9 * Math.max(1, x) ? r : Math.ceil(x);
-}
 
 export interface ScoreSpec {
   by: SelectBy;
@@ -86,9 +82,11 @@ export interface Cut {
 export function cutOf(values: Float64Array, ratio: number): Cut {
   const n = values.length;
   const m = keepCount(ratio, n);
-  if (m === 0) return { threshold: Infinity, tieTake: 0, scored: n, keep: 0 };
+  // Scores are higher-kept in both --by modes, so the threshold is the excess-side rank (the m-th largest).
+  const rank = thresholdRank('excess', ratio, n);
+  if (rank === null) return { threshold: Infinity, tieTake: 0, scored: n, keep: 0 };
   values.sort();
-  const threshold = values[n - m];
+  const threshold = values[rank];
   let greater = 0;
   for (let i = n - 1; i >= 0 && values[i] > threshold; i--) greater++;
   return { threshold, tieTake: m - greater, scored: n, keep: m };
@@ -152,6 +150,14 @@ export function selectColumns(batch: RecordBatch, mask: Uint8Array, offsets: Int
     selectMask: listData(new Bool(), false, offsets, makeData({ type: new Bool(), length: n, data: bits })),
     labels: listData(new Int32(), false, offsets, makeData({ type: new Int32(), length: n, data: labels })),
   };
+}
+
+/** `select_mask` alone (list<bool>, bit-packed) from a 0/1 mask per token: what a compact selection stores. */
+export function selectMaskData(mask: Uint8Array, offsets: Int32Array): Data {
+  const n = mask.length;
+  const bits = new Uint8Array((n + 7) >> 3);
+  for (let j = 0; j < n; j++) if (mask[j]) bits[j >> 3] |= 1 << (j & 7);
+  return listData(new Bool(), false, offsets, makeData({ type: new Bool(), length: n, data: bits }));
 }
 
 /** Median of a list of numbers (the lower one for an even count); NaN when empty. */

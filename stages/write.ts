@@ -3,10 +3,11 @@
 // they go (atomically) is the store's business (pipeline/io).
 import { createHash } from 'node:crypto';
 import {
-  Table, RecordBatch, Struct, Field, Float32, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, Schema, type Data, type DataType,
+  Table, RecordBatch, Struct, Field, Float16, Float32, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, Schema, DataType, type Data,
 } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
+import { bfloat16Round, float16Bits, type ScoreDtype } from '../schemas/score-dtype.js';
 import { sortParquetKeyValueMetadata } from './parquet-footer.js';
 import type { EncodedUnit, Rejected, ScoredDocument, UnitRecords, UnitRef, WindowSpec } from '../schemas/types.js';
 import { dataPath } from '../schemas/layout.js';
@@ -22,8 +23,8 @@ export interface WrittenFile {
 }
 
 /** Build the contract's Arrow table for a list of scored documents (in output order). */
-export function scoredTable(docs: ScoredDocument[], models: readonly string[], entropy: boolean, spec: WindowSpec, metadata: Map<string, string>): Table {
-  const schema = scoreSchema(models, { entropy }, metadata);
+export function scoredTable(docs: ScoredDocument[], models: readonly string[], entropy: boolean, spec: WindowSpec, metadata: Map<string, string>, scoreDtype: ScoreDtype = 'float32'): Table {
+  const schema = scoreSchema(models, { entropy, scoreDtype }, metadata);
   const rows = docs.length;
   const offsets = new Int32Array(rows + 1);
   for (let r = 0; r < rows; r++) offsets[r + 1] = offsets[r] + docs[r].tokenIds.length;
@@ -79,8 +80,9 @@ export function scoredTable(docs: ScoredDocument[], models: readonly string[], e
         meanValid[r >> 3] |= 1 << (r & 7);
       } else meanNulls++;
     }
-    children.push(listData(new Float32(), true, offsets, makeData({ type: new Float32(), length: total, nullCount, nullBitmap: validity, data: lp })));
-    if (ent) children.push(listData(new Float32(), true, offsets, makeData({ type: new Float32(), length: total, nullCount, nullBitmap: validity, data: ent })));
+    // loss_mean above is computed from the full-precision scores; the lists are stored in the chosen dtype.
+    children.push(scoreListData(lp, scoreDtype, offsets, validity, nullCount));
+    if (ent) children.push(scoreListData(ent, scoreDtype, offsets, validity, nullCount));
     lossMeans.set(m, { values: means, valid: meanValid, nulls: meanNulls });
   }
   children.push(makeData({ type: new Int32(), length: rows, data: Int32Array.from(docs, (d) => d.tokenIds.length) }));
@@ -89,6 +91,23 @@ export function scoredTable(docs: ScoredDocument[], models: readonly string[], e
     children.push(makeData({ type: new Float32(), length: rows, nullCount: lm.nulls, nullBitmap: lm.nulls ? lm.valid : null, data: lm.values }));
   }
   return tableFromChildren(schema, rows, children);
+}
+
+/** A list<float> score column in the given dtype from float32 values (null where `validity` has a 0 bit). */
+export function scoreListData(values: Float32Array, dtype: ScoreDtype, offsets: Int32Array, validity: Uint8Array | null, nullCount: number): Data {
+  const length = values.length;
+  const nullBitmap = nullCount ? validity : null;
+  if (dtype === 'float16') {
+    const bits = new Uint16Array(length);
+    for (let i = 0; i < length; i++) bits[i] = float16Bits(values[i]);
+    return listData(new Float16(), true, offsets, makeData({ type: new Float16(), length, nullCount, nullBitmap, data: bits }));
+  }
+  let data = values;
+  if (dtype === 'bfloat16') {
+    data = new Float32Array(length);
+    for (let i = 0; i < length; i++) data[i] = bfloat16Round(values[i]);
+  }
+  return listData(new Float32(), true, offsets, makeData({ type: new Float32(), length, nullCount, nullBitmap, data }));
 }
 
 export function listData<T extends DataType>(itemType: T, itemNullable: boolean, valueOffsets: Int32Array, child: Data<T>): Data {
@@ -100,23 +119,92 @@ export function tableFromChildren(schema: Schema, rows: number, children: Data[]
   return new Table(schema, [new RecordBatch(schema, struct)]);
 }
 
-/** Rows per Parquet row group: bounds reader memory and parquet-wasm's (never shrinking) wasm heap. */
+/** Rows per Parquet row group at most: bounds reader memory and parquet-wasm's (never shrinking) wasm heap. */
 export const ROW_GROUP_ROWS = 2048;
+/**
+ * Uncompressed bytes per row group at most (a single longer row still makes its own group): rows alone let a
+ * corpus of long documents make huge groups (2048 rows of 100k tokens = 2 GB of float32 scores).
+ */
+export const ROW_GROUP_BYTES = 64 << 20;
+
+/**
+ * Parquet writer settings, chosen by measurement (docs/bench.md, "Bytes per token"):
+ * - no dictionary: on float lists it only hurts (a fixture file: 244 KB with, 164 KB without), and on the other
+ *   columns it saves nothing measurable under zstd;
+ * - PLAIN + zstd for every column, BYTE_STREAM_SPLIT for the top-level float columns (`<model>_loss_mean`).
+ *   The list leaves (`ref_logprob.list.item`) cannot be given BYTE_STREAM_SPLIT: parquet-wasm 0.8.0 turns the
+ *   column name into a one-part column path, so a nested leaf (path [ref_logprob, list, item]) never matches,
+ *   and the global setting would also hit the int32/int64 columns, which DuckDB 1.5 refuses to read
+ *   ("BYTE_STREAM_SPLIT encoding is only supported for FLOAT or DOUBLE data");
+ * - zstd at parquet-wasm's fixed level (0.8.0 has no level setting; whole-file recompression at level 9 would
+ *   save 2-10%, at 19 5-16%, measured on fixture files);
+ * - row groups cut by rows and by uncompressed bytes (cutRowGroups).
+ */
+function writerProperties(table: Table, kv: Map<string, string>): pq.WriterProperties {
+  let b = new pq.WriterPropertiesBuilder()
+    .setCompression(pq.Compression.ZSTD)
+    .setDictionaryEnabled(false)
+    .setMaxRowGroupSize(ROW_GROUP_ROWS)
+    // Every record batch we hand over is one row group (cutRowGroups sized them): flush after each.
+    .setMaxRowGroupBytes(1)
+    .setKeyValueMetadata(kv);
+  for (const f of table.schema.fields) {
+    if (DataType.isFloat(f.type) && (f.type.precision === 1 || f.type.precision === 2)) b = b.setColumnEncoding(f.name, pq.Encoding.BYTE_STREAM_SPLIT);
+  }
+  return b.build();
+}
+
+/** Uncompressed bytes of one value of a type (booleans as 1/8), for row group sizing. */
+function valueBytes(t: DataType): number {
+  if (DataType.isBool(t)) return 1 / 8;
+  if (DataType.isInt(t)) return t.bitWidth / 8;
+  if (DataType.isFloat(t)) return t.precision === 0 ? 2 : t.precision === 1 ? 4 : 8;
+  return 8;
+}
+
+/** Split a table's batches into row groups of at most ROW_GROUP_ROWS rows and about `maxBytes` uncompressed bytes. */
+export function cutRowGroups(table: Table, maxBytes = ROW_GROUP_BYTES, maxRows = ROW_GROUP_ROWS): RecordBatch[] {
+  const out: RecordBatch[] = [];
+  for (const batch of table.batches) {
+    const rows = batch.numRows;
+    const perRow = new Float64Array(rows);
+    batch.schema.fields.forEach((f, i) => {
+      const d = batch.data.children[i];
+      if (DataType.isList(f.type)) {
+        const w = valueBytes(f.type.children[0].type) + 0.25; // + levels
+        const o = d.valueOffsets as Int32Array;
+        for (let r = 0; r < rows; r++) perRow[r] += (o[r + 1] - o[r]) * w;
+      } else if (DataType.isUtf8(f.type)) {
+        const o = d.valueOffsets as Int32Array;
+        for (let r = 0; r < rows; r++) perRow[r] += o[r + 1] - o[r] + 4;
+      } else for (let r = 0; r < rows; r++) perRow[r] += valueBytes(f.type);
+    });
+    let start = 0;
+    let bytes = 0;
+    for (let r = 0; r < rows; r++) {
+      if (r > start && (r - start >= maxRows || bytes + perRow[r] > maxBytes)) {
+        out.push(batch.slice(start, r));
+        start = r;
+        bytes = 0;
+      }
+      bytes += perRow[r];
+    }
+    if (rows === 0 || start < rows) out.push(start === 0 ? batch : batch.slice(start, rows));
+  }
+  return out;
+}
 
 /**
  * Encode a table: Parquet with zstd and the metadata as key-value pairs, or an uncompressed Arrow IPC file.
  * Deterministic: the same table gives the same bytes in any process (the metadata goes only into the
  * sorted key-value list, not into the hash-ordered ARROW:schema copy).
  */
-export function encodeTable(table: Table, format: OutputFormat): Uint8Array {
+export function encodeTable(table: Table, format: OutputFormat, opts: { rowGroupBytes?: number } = {}): Uint8Array {
   if (format === 'arrow') return tableToIPC(table, 'file');
   const kv = new Map<string, string>(table.schema.metadata);
-  const props = new pq.WriterPropertiesBuilder()
-    .setCompression(pq.Compression.ZSTD)
-    .setMaxRowGroupSize(ROW_GROUP_ROWS)
-    .setKeyValueMetadata(kv)
-    .build();
-  const bare = new Table(new Schema(table.schema.fields), table.batches.map((b) => new RecordBatch(new Schema(table.schema.fields), b.data)));
+  const props = writerProperties(table, kv);
+  const schema = new Schema(table.schema.fields);
+  const bare = new Table(schema, cutRowGroups(table, opts.rowGroupBytes).map((b) => new RecordBatch(schema, b.data)));
   const wasmTable = pq.Table.fromIPCStream(tableToIPC(bare, 'stream'));
   return sortParquetKeyValueMetadata(pq.writeParquet(wasmTable, props));
 }
@@ -135,6 +223,8 @@ export interface WriteStageOptions {
   entropy: boolean;
   spec: WindowSpec;
   format: OutputFormat;
+  /** How per-token scores are stored (default float32). */
+  scoreDtype?: ScoreDtype;
   /** Hive-style `shard=<key>/` folders. */
   hive?: boolean;
   /** Key-value metadata of a unit's file (provenance plus rho.unit), given the unit and its record count. */
@@ -163,7 +253,7 @@ export function encodeUnit(u: UnitRecords<ScoredDocument>, opts: WriteStageOptio
     const lp = r.doc.scores.get(opts.models[0])!.logprob;
     for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) scoredTokens++;
   }
-  const table = scoredTable(scored, opts.models, opts.entropy, opts.spec, opts.metadata(u.unit, u.records.length));
+  const table = scoredTable(scored, opts.models, opts.entropy, opts.spec, opts.metadata(u.unit, u.records.length), opts.scoreDtype);
   const bytes = encodeTable(table, opts.format);
   return {
     unit: u.unit, file: dataPath(u.unit, opts.format, opts.hive), bytes, records: u.records.length, scored: scored.length,

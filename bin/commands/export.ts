@@ -1,6 +1,6 @@
 import type { CommandModule } from 'yargs';
-import { runExport, type ExportSummary } from '../../pipeline/jobs/export.js';
-import { exitCodeOf } from '../../schemas/errors.js';
+// `rho export`: parses flags and calls exportMemmap() from the API (index.ts); prints its header.
+import { exportMemmap, exitCodeOf, type ExportSummary } from '../../index.js';
 import { fmtDuration } from '../../pipeline/run/progress.js';
 
 interface ExportArgs {
@@ -9,6 +9,7 @@ interface ExportArgs {
   output: string;
   'score-dtype': 'float32' | 'float16';
   columns?: string[];
+  selection?: string;
   overwrite: boolean;
   progress: boolean;
   json: boolean;
@@ -19,11 +20,12 @@ export const exportCommand: CommandModule<object, ExportArgs> = {
   describe: 'Export a score (or select) output dir as flat little-endian arrays for numpy/PyTorch memory-mapping',
   builder: (y) =>
     y
-      .usage('$0 export INPUT_DIR --format memmap --output DIR [--score-dtype float32|float16] [--columns ref_logprob,...]')
+      .usage('$0 export INPUT_DIR --format memmap --output DIR [--selection SELECT_DIR] [--score-dtype float32|float16] [--columns ref_logprob,...]')
       .positional('input', { type: 'string', demandOption: true, describe: 'Output dir of `rho score` or `rho select`' })
       .option('format', { choices: ['memmap'] as const, demandOption: true, describe: 'memmap: token_ids.bin, <column>.bin, doc_offsets.bin, docs.jsonl, header.json' })
       .option('output', { type: 'string', demandOption: true, describe: 'Dir to create (written to a temp dir, then renamed into place)' })
       .option('score-dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const, describe: 'dtype of the score arrays (NaN where the score is null)' })
+      .option('selection', { type: 'string', describe: 'A compact selection dir (rho select INPUT --compact) made from INPUT: adds labels (derived: token id where selected, -100 elsewhere) and select_mask' })
       .option('columns', { type: 'string', array: true, coerce: (v: string[]) => v.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean), describe: 'Score columns to export, comma-separated (default: every <model>_logprob / <model>_entropy)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'Replace a non-empty --output dir' })
       .option('progress', { type: 'boolean', default: true, describe: 'Progress line on stderr (--no-progress to silence)' })
@@ -31,10 +33,11 @@ export const exportCommand: CommandModule<object, ExportArgs> = {
   handler: async (args) => {
     let s: ExportSummary;
     try {
-      s = await runExport({
+      s = await exportMemmap({
         input: args.input,
         output: args.output,
         scoreDtype: args['score-dtype'],
+        selection: args.selection,
         columns: args.columns,
         overwrite: args.overwrite,
         progress: args.progress,

@@ -1,9 +1,9 @@
 import type { CommandModule } from 'yargs';
-import { runScore, DEFAULT_CACHE_DIR, type ModelSpec, type RunSummary } from '../../pipeline/jobs/score.js';
-import { handleInterrupts } from '../../pipeline/run/interrupt.js';
-import { ConfigError, exitCodeOf } from '../../schemas/errors.js';
+// `rho score`: parses flags and calls score() from the API (index.ts); prints its summary.
+import { score, exitCodeOf, type ScoreSummary } from '../../index.js';
+import { DEFAULT_CACHE_DIR, describeLimits } from '../../pipeline/jobs/score.js';
 import { fmtDuration } from '../../pipeline/run/progress.js';
-import { resolveRank } from '../../pipeline/run/rank.js';
+import { handleInterrupts } from '../../pipeline/run/interrupt.js';
 import { DEFAULT_LEASE_SECONDS } from '../../pipeline/run/claims.js';
 
 interface ScoreArgs {
@@ -16,16 +16,19 @@ interface ScoreArgs {
   'id-field'?: string;
   context?: number;
   stride?: number;
-  'batch-tokens': number;
+  'batch-tokens'?: number;
+  'memory-budget'?: string;
   format: 'parquet' | 'arrow';
   device: 'cpu' | 'cuda' | 'webgpu';
   'device-id': number;
   'append-eos': boolean;
   'eos-token'?: string;
   entropy: boolean;
+  'score-dtype': 'float32' | 'float16' | 'bfloat16';
   'unit-docs': number;
   'max-reject-ratio': number;
   overwrite: boolean;
+  'rescore-changed': boolean;
   'cache-dir': string;
   threads?: number;
   progress: boolean;
@@ -36,17 +39,6 @@ interface ScoreArgs {
   'lease-seconds': number;
   'partition-by': 'none' | 'shard';
   's3-endpoint'?: string;
-  'rescore-changed': boolean;
-}
-
-/** `--model PATH` (named by --model-name) or `--model NAME=PATH`, repeatable. */
-export function parseModels(values: string[], defaultName: string): ModelSpec[] {
-  return values.map((v, i) => {
-    const eq = v.indexOf('=');
-    if (eq > 0 && !v.slice(0, eq).includes('/')) return { name: v.slice(0, eq), path: v.slice(eq + 1) };
-    if (values.length > 1) throw new ConfigError(`with several --model values, name each one: --model NAME=PATH (value ${i + 1}: ${v})`);
-    return { name: defaultName, path: v };
-  });
 }
 
 export const scoreCommand: CommandModule<object, ScoreArgs> = {
@@ -64,13 +56,15 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('id-field', { type: 'string', describe: 'Field/column holding the document id (default: ids are <source>#<row>)' })
       .option('context', { type: 'number', describe: 'C, tokens per window (default: the model\'s max positions from its config.json, else 2048)' })
       .option('stride', { type: 'number', describe: 'S, tokens between window starts, 1..C (default C: no overlap). Every token after the first gets at least C-S tokens of context' })
-      .option('batch-tokens', { type: 'number', default: 1024, describe: 'Token budget of one inference batch (rows x padded width). On CPU 1024 is fastest (the runtime still holds [B,T,V] logits: 0.13 GB at V=32000, 1 GB at 8192); on a GPU use 16384 or more' })
+      .option('batch-tokens', { type: 'number', describe: 'Token budget of one inference batch (rows x padded width). Default: from --memory-budget (CPU: 1024, the measured optimum; GPU: as many whole windows as the budget holds)' })
+      .option('memory-budget', { type: 'string', describe: 'Memory rho may plan for: bytes (8GiB, 512MiB) or a fraction (0.5, 50%). Default: 50% of RAM on CPU, 80% of the GPU\'s memory (nvidia-smi) on a GPU. A window that cannot fit is refused before any work' })
       .option('format', { choices: ['parquet', 'arrow'] as const, default: 'parquet' as const, describe: 'Parquet (zstd) or Arrow IPC file (uncompressed)' })
       .option('device', { choices: ['cpu', 'cuda', 'webgpu'] as const, default: 'cpu' as const, describe: 'Execution provider. cuda needs onnxruntime-node installed with ONNXRUNTIME_NODE_INSTALL=cuda12; never falls back silently' })
       .option('device-id', { type: 'number', default: 0, describe: 'GPU index for --device cuda' })
       .option('append-eos', { type: 'boolean', default: false, describe: 'Append the EOS token after the post-processor\'s tokens (tokenizer_config.json add_eos_token is ignored by every library)' })
       .option('eos-token', { type: 'string', describe: 'EOS token for --append-eos (default: tokenizer_config.json eos_token, else a well-known name)' })
       .option('entropy', { type: 'boolean', default: false, describe: 'Also write <name>_entropy: entropy (nats) of the distribution that scores each token' })
+      .option('score-dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as const, describe: 'Storage of per-token scores: float32 (exact); float16 (Parquet FLOAT16, error <= 2^-11 relative); bfloat16 (bfloat16 values in a float32 column, error <= 2^-8 relative; zstd drops the zero half). DuckDB and polars read all three as floats' })
       .option('unit-docs', { type: 'number', default: 10000, describe: 'Documents per work unit (one output file + completion record); a crash loses at most one unit' })
       .option('max-reject-ratio', { type: 'number', default: 0.01, describe: 'Exit 3 when more than this fraction of input documents was rejected (rejects are listed in _rho/rejects/)' })
       .option('rescore-changed', { type: 'boolean', default: false, describe: 'An input changed since some of its units were scored: delete those units and score them again (default: refuse, exit 2)' })
@@ -86,27 +80,17 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('partition-by', { choices: ['none', 'shard'] as const, default: 'none' as const, describe: 'shard: Hive-style shard=<key>/part-NNNNN.parquet folders, one table partitioned by shard for DuckDB/Spark/Trino' })
       .option('s3-endpoint', { type: 'string', describe: 'Endpoint URL of an S3-compatible store for s3:// inputs/outputs (credentials from the standard AWS env vars/profile; env AWS_ENDPOINT_URL_S3 also works)' }) as never,
   handler: async (args) => {
-    let summary: RunSummary;
+    let summary: ScoreSummary;
     let stopHandling: (() => void) | undefined;
     try {
-      const where = resolveRank({ rank: args.rank, worldSize: args['world-size'] });
-      const devices = args.devices === undefined ? undefined : args.devices.split(',').map((d) => {
-        if (!/^\d+$/.test(d.trim())) throw new ConfigError(`--devices: "${d}" is not a device index (expected e.g. 0,1,2,3)`);
-        return Number(d);
-      });
       stopHandling = handleInterrupts({
         command: 'score',
         output: args.output,
         describe: () => `the units finished so far are kept; rerun the same command to resume (\`rho status ${args.output}\` lists what is left)`,
       });
-      summary = await runScore({
-        rank: where.rank,
-        worldSize: where.worldSize,
-        devices,
-        leaseSeconds: args['lease-seconds'],
-        partitionBy: args['partition-by'],
-        s3: args['s3-endpoint'] ? { endpoint: args['s3-endpoint'] } : {},
-        models: parseModels(args.model, args['model-name']),
+      summary = await score({
+        models: args.model,
+        modelName: args['model-name'],
         tokenizer: args.tokenizer,
         inputs: args.input,
         output: args.output,
@@ -115,12 +99,15 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         context: args.context,
         stride: args.stride,
         batchTokens: args['batch-tokens'],
+        memoryBudget: args['memory-budget'],
         format: args.format,
         device: args.device,
         deviceId: args['device-id'],
+        devices: args.devices,
         appendEos: args['append-eos'],
         eosToken: args['eos-token'],
         entropy: args.entropy,
+        scoreDtype: args['score-dtype'],
         unitDocs: args['unit-docs'],
         maxRejectRatio: args['max-reject-ratio'],
         overwrite: args.overwrite,
@@ -128,10 +115,15 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         cacheDir: args['cache-dir'],
         threads: args.threads,
         progress: args.progress,
+        rank: args.rank,
+        worldSize: args['world-size'],
+        leaseSeconds: args['lease-seconds'],
+        partitionBy: args['partition-by'],
+        s3Endpoint: args['s3-endpoint'],
       });
     } catch (e) {
       stopHandling?.();
-      const s = (e as { summary?: RunSummary }).summary;
+      const s = (e as { summary?: ScoreSummary }).summary;
       if (s) printSummary(s, args.json);
       process.exitCode = exitCodeOf(e);
       throw e;
@@ -141,12 +133,12 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
   },
 };
 
-function printSummary(s: RunSummary, json: boolean): void {
+function printSummary(s: ScoreSummary, json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify({ output: s.output, run: s.run, totals: s.manifest.totals, shards: s.manifest.shards }) + '\n');
+    process.stdout.write(JSON.stringify(s) + '\n');
     return;
   }
-  const t = s.manifest.totals;
+  const t = s.totals;
   const r = s.run;
   const lines = [
     `rho score: wrote ${s.output}`,
@@ -157,6 +149,7 @@ function printSummary(s: RunSummary, json: boolean): void {
     `            ${r.tokens} tokens (${r.scored_tokens} scored) in ${fmtDuration(r.wall_seconds)}, ${Math.round(r.tokens_per_second)} scored tokens/s, padding ${(r.padding_fraction * 100).toFixed(1)}%`,
     `  output dir: ${t.units_done} units, ${t.docs_in} documents in = ${t.scored} scored + ${t.rejected} rejected, ${t.tokens} tokens`,
   ];
-  for (const sh of s.manifest.shards) lines.push(`    ${sh.source}: ${sh.docs_in} in = ${sh.scored} scored + ${sh.rejected} rejected, ${sh.tokens} tokens -> ${sh.key}/`);
+  for (const sh of s.shards) lines.push(`    ${sh.source}: ${sh.docs_in} in = ${sh.scored} scored + ${sh.rejected} rejected, ${sh.tokens} tokens -> ${sh.key}/`);
+  for (const l of describeLimits(s.limits)) lines.push(`  ${l}`);
   process.stdout.write(lines.join('\n') + '\n');
 }

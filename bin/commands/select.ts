@@ -1,6 +1,7 @@
 import type { CommandModule } from 'yargs';
-import { runSelect, DEFAULT_BATCH_TOKENS, EXACT_LIMIT_TOKENS, type SelectReport } from '../../pipeline/jobs/select.js';
-import { exitCodeOf } from '../../schemas/errors.js';
+// `rho select`: parses flags and calls select() from the API (index.ts); prints its report.
+import { select, exitCodeOf, type SelectReport } from '../../index.js';
+import { DEFAULT_BATCH_TOKENS, EXACT_LIMIT_TOKENS } from '../../pipeline/jobs/select.js';
 import { fmtDuration } from '../../pipeline/run/progress.js';
 import type { SelectBy, SelectScope } from '../../stages/select.js';
 
@@ -14,6 +15,7 @@ interface SelectArgs {
   ref: string;
   base: string;
   format?: 'parquet' | 'arrow';
+  compact: boolean;
   exact?: boolean;
   'sketch-accuracy': number;
   overwrite: boolean;
@@ -36,6 +38,7 @@ export const selectCommand: CommandModule<object, SelectArgs> = {
       .option('ref', { type: 'string', default: 'ref', describe: 'Name of the reference model (column <ref>_logprob)' })
       .option('base', { type: 'string', default: 'base', describe: 'Name of the base model for --by excess (column <base>_logprob)' })
       .option('format', { choices: ['parquet', 'arrow'] as const, describe: 'Output format (default: the input file\'s)' })
+      .option('compact', { type: 'boolean', default: false, describe: 'Write only the selection: source, row, select_mask (list<bool>) per score row, aligned row for row with the score files (same paths) and joinable on (source, row); no second copy of the scores. rho export INPUT --selection DIR and rho_torch take both dirs; labels are derived' })
       .option('exact', { type: 'boolean', describe: `--scope global: rank all scores in memory (exact count); --no-exact: use the quantile sketch. Default: exact up to ${EXACT_LIMIT_TOKENS} scored tokens` })
       .option('sketch-accuracy', { type: 'number', default: 0.005, describe: 'Relative error alpha of the global threshold when the sketch is used' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'Replace a non-empty --output dir' })
@@ -44,7 +47,7 @@ export const selectCommand: CommandModule<object, SelectArgs> = {
   handler: async (args) => {
     let r: SelectReport;
     try {
-      r = await runSelect({
+      r = await select({
         input: args.input,
         output: args.output,
         ratio: args.ratio,
@@ -54,6 +57,7 @@ export const selectCommand: CommandModule<object, SelectArgs> = {
         ref: args.ref,
         base: args.base,
         format: args.format,
+        compact: args.compact,
         exact: args.exact,
         sketchAccuracy: args['sketch-accuracy'],
         overwrite: args.overwrite,

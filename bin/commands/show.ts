@@ -2,7 +2,7 @@ import type { CommandModule } from 'yargs';
 import { ConfigError } from '../../schemas/errors.js';
 import { openScoreSet } from '../../pipeline/io/score-files.js';
 import { findDocuments, loadTextContext, documentText, type DocSelector } from '../../inspect/documents.js';
-import { pickMetric, tokenScores, renderShow, heatmapJson } from '../../inspect/heatmap.js';
+import { pickMetric, tokenScores, renderShow, heatmapJson, selectionLine } from '../../inspect/heatmap.js';
 import { pickReference } from '../../inspect/stats.js';
 
 interface ShowArgs {
@@ -18,6 +18,7 @@ interface ShowArgs {
   'text-field'?: string;
   decode: boolean;
   color: 'auto' | 'always' | 'never';
+  boundaries: boolean;
   json: boolean;
 }
 
@@ -39,6 +40,7 @@ export const showCommand: CommandModule<object, ShowArgs> = {
       .option('text-field', { type: 'string', describe: 'Text field of the source records (default: the run\'s, from _rho/config.json)' })
       .option('decode', { type: 'boolean', default: false, describe: 'Decode token_ids instead of re-reading the source document' })
       .option('color', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as const, describe: 'ANSI colours: auto = when stdout is a TTY and NO_COLOR is unset' })
+      .option('boundaries', { type: 'boolean', default: false, describe: 'Mark every token boundary in the text with a thin bar (│); in colour, runs of one colour always alternate text colour' })
       .option('json', { type: 'boolean', default: false, describe: 'Print text, segments and per-token scores as JSON (one object per line)' })
       .check((a) => {
         const n = [a.id, a.row, a.sample].filter((x) => x !== undefined).length;
@@ -57,8 +59,8 @@ export const showCommand: CommandModule<object, ShowArgs> = {
     const parts: string[] = [];
     for (const doc of docs) {
       const text = await documentText(doc, ctx);
-      const view = { doc, text, metric, scores: tokenScores(doc, metric), tokenText: (i: number) => ctx.tokenizer.idToToken(doc.tokenIds[i]) ?? `#${doc.tokenIds[i]}` };
-      parts.push(args.json ? JSON.stringify(heatmapJson(view)) : renderShow(view, color));
+      const view = { selection: selectionLine(set.files[0].metadata), doc, text, metric, scores: tokenScores(doc, metric), tokenText: (i: number) => ctx.tokenizer.idToToken(doc.tokenIds[i]) ?? `#${doc.tokenIds[i]}` };
+      parts.push(args.json ? JSON.stringify(heatmapJson(view)) : renderShow(view, color, args.boundaries));
     }
     process.stdout.write(parts.join(args.json ? '\n' : '\n\n') + '\n');
   },

@@ -15,12 +15,12 @@ interface StatsArgs {
 
 export const statsCommand: CommandModule<object, StatsArgs> = {
   command: 'stats <dir>',
-  describe: 'Token/document counts, loss and excess-loss quantiles, histograms and top-k thresholds of a score output dir',
+  describe: 'Token/document counts, loss and excess-loss quantiles, histograms and the selection cut of each ratio (the threshold rho select applies)',
   builder: (y) =>
     y
       .usage('$0 stats OUTPUT_DIR [--ratio 0.6 ...] [--by COLUMN ...] [--json]')
       .positional('dir', { type: 'string', demandOption: true, describe: 'Output dir of `rho score` (or `rho select`)' })
-      .option('ratio', { type: 'number', array: true, default: DEFAULT_RATIOS, describe: 'Selection ratios k: report the value a top-k cut would keep tokens at or above (quantile 1-k)' })
+      .option('ratio', { type: 'number', array: true, default: DEFAULT_RATIOS, describe: 'Selection ratios k: report the threshold `rho select --ratio k` applies (losses: kept at or below it; excess loss: kept at or above it)' })
       .option('by', { type: 'string', array: true, default: [], describe: 'Also break down by these scalar columns (always by `source`)' })
       .option('reference', { type: 'string', describe: 'Model that excess loss is measured against (default: `ref` if present, else the first model)' })
       .option('max-exact-values', { type: 'number', default: DEFAULT_MAX_EXACT_VALUES, describe: 'Keep up to this many values (all groups and metrics) for exact quantiles; beyond it quantiles come from a DDSketch (bounded memory)' })

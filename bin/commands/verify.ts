@@ -1,7 +1,6 @@
 import type { CommandModule } from 'yargs';
-import { verifyOutput, type Finding, type VerifyReport } from '../../pipeline/jobs/verify/index.js';
-import { ConfigError, EXIT } from '../../schemas/errors.js';
-import { openOutputStore } from '../../pipeline/io/open.js';
+// `rho verify`: parses flags and calls verify() from the API (index.ts); prints its report, exit 4 when not ok.
+import { verify, EXIT, type Finding, type VerifyReport } from '../../index.js';
 
 interface VerifyArgs {
   output: string;
@@ -27,20 +26,14 @@ export const verifyCommand: CommandModule<object, VerifyArgs> = {
       .option('s3-endpoint', { type: 'string', describe: 'Endpoint of an S3-compatible store, for an s3:// output and s3:// inputs' })
       .epilogue(`Exit codes: 0 clean (warnings allowed); ${EXIT.verifyFailed} problems found; ${EXIT.config} not a rho output dir.`) as never,
   handler: async (args) => {
-    const s3 = args['s3-endpoint'] ? { endpoint: args['s3-endpoint'] } : {};
-    let store;
-    try {
-      store = await openOutputStore(args.output, s3);
-    } catch (e) {
-      throw new ConfigError((e as Error).message);
-    }
-    const report = await verifyOutput(args.output, {
+    const report = await verify({
+      output: args.output,
       inputs: args.inputs ?? 'auto',
       inputsBase: args['inputs-base'],
-      maxPerFileCheck: args['max-per-file'],
+      maxPerFile: args['max-per-file'],
       progress: args.progress,
-      s3,
-    }, store);
+      s3Endpoint: args['s3-endpoint'],
+    });
     process.stdout.write(args.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report));
     if (!report.ok) process.exitCode = EXIT.verifyFailed;
   },

@@ -1,6 +1,10 @@
 // Regenerates the images of docs/inspect.md from the fixtures (run from the repo root after `npm run build`;
 // needs Debian's chromium):  node docs/img/make.mjs
-//   report.png          top of `rho report` (counts, excess-loss histograms per source)
+//   report.png          `rho report`: the selection cut and loss by position in the window
+//   report-distributions.png  excess-loss histogram with the cut, per-source CDFs on one scale
+//   report-joint.png    reference vs base loss with the excess-loss diagonals
+//   report-shares.png   selected share by source and per-document mean losses
+//   report-ab.png       `rho report A B` (ref=llama vs ref=gpt2): differences and overlaid positions
 //   report-samples.png  sample token heatmaps of the same report
 //   show.ansi.txt       `rho show --color always` output, ANSI escapes included
 //   show.png            that output drawn as a terminal would (xterm-256 colours)
@@ -22,6 +26,12 @@ rho('select', join(work, 'out'), '--output', join(work, 'sel'), '--ratio', '0.6'
 const html = join(work, 'report.html');
 rho('report', join(work, 'sel'), '--out', html, '--samples', '3', '--seed', '4', '--max-tokens', '160', '--ratio', '0.6', '0.7',
   '--title', 'rho report: fixture shards, ref=llama base=gpt2, C=64 S=32, select 60% per document', '--no-progress');
+
+rho('score', '--model', 'ref=fixtures/models/gpt2/model.onnx', '--tokenizer', 'fixtures/tokenizer/tokenizer.json', '--input',
+  'fixtures/shards/clean.jsonl', 'fixtures/shards/noisy.jsonl.gz', 'fixtures/shards/mixed.jsonl.zst', '--output', join(work, 'gpt2'), '--id-field', 'id',
+  '--context', '64', '--stride', '32', '--no-progress');
+const ab = join(work, 'ab.html');
+rho('report', join(work, 'out'), join(work, 'gpt2'), '--out', ab, '--title', 'rho report A B: A = ref llama (+ base gpt2), B = ref gpt2; C=64 S=32', '--no-progress');
 
 const ansi = rho('show', join(work, 'sel'), '--id', 'clean-005', '--metric', 'excess', '--color', 'always');
 writeFileSync(join(here, 'show.ansi.txt'), ansi);
@@ -65,17 +75,26 @@ writeFileSync(term, `<!doctype html><meta charset="utf-8"><body style="margin:0;
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
 const page = await browser.newPage({ viewport: { width: 1040, height: 900 } });
 await page.goto(pathToFileURL(html).href);
-await page.screenshot({ path: join(here, 'report.png'), clip: { x: 0, y: 0, width: 1040, height: 900 } });
-const box = await page.locator('#samples').boundingBox();
-await page.screenshot({ path: join(here, 'report-samples.png'), clip: { x: 0, y: box.y - 10, width: 1040, height: Math.min(box.height + 20, 900) }, fullPage: true });
-// Move the excess-loss section up so the first image shows it next to the counts.
-await page.evaluate(() => {
-  const ex = document.getElementById('metric-excess_loss');
-  document.getElementById('counts').after(ex);
-});
-await page.screenshot({ path: join(here, 'report.png'), clip: { x: 0, y: 0, width: 1040, height: 900 } });
+/** Screenshot of some sections of the page (the others hidden), at most 900 px high. */
+async function sections(p, file, ids, keep = null) {
+  await p.evaluate(([ids, keep]) => {
+    for (const s of document.querySelectorAll('section')) s.style.display = ids.includes(s.id) ? '' : 'none';
+    if (keep) for (const el of document.querySelectorAll(keep.hide)) el.style.display = 'none';
+  }, [ids, keep]);
+  const body = await p.locator('body').boundingBox();
+  await p.screenshot({ path: join(here, file), clip: { x: 0, y: 0, width: 1040, height: Math.min(body.height + 30, 900) } });
+}
+await sections(page, 'report.png', ['cut', 'positions']);
+await sections(page, 'report-distributions.png', ['distributions'], { hide: '#distributions h3:nth-of-type(1), #distributions h3:nth-of-type(1) + .charts, #distributions h3:nth-of-type(2), #distributions h3:nth-of-type(2) + .charts' });
+await page.goto(pathToFileURL(html).href);
+await sections(page, 'report-joint.png', ['joint']);
+await sections(page, 'report-shares.png', ['shares', 'documents']);
+await sections(page, 'report-samples.png', ['samples']);
+const abPage = await browser.newPage({ viewport: { width: 1040, height: 900 } });
+await abPage.goto(pathToFileURL(ab).href);
+await sections(abPage, 'report-ab.png', ['differences', 'positions']);
 const tp = await browser.newPage({ viewport: { width: 910, height: 400 } });
 await tp.goto(pathToFileURL(term).href);
 await tp.locator('pre').screenshot({ path: join(here, 'show.png') });
 await browser.close();
-for (const f of ['report.png', 'report-samples.png', 'show.png', 'show.ansi.txt']) console.log(`${join(here, f)}: ${readFileSync(join(here, f)).length} bytes`);
+for (const f of ['report.png', 'report-distributions.png', 'report-joint.png', 'report-shares.png', 'report-ab.png', 'report-samples.png', 'show.png', 'show.ansi.txt']) console.log(`${join(here, f)}: ${readFileSync(join(here, f)).length} bytes`);

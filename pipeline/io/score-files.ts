@@ -1,16 +1,18 @@
 // Reading rho score outputs back (`select`, `export`): list the data files of an output dir, check they can be
 // read as one dataset (same schema version, tokenizer, models and columns), and stream their record batches
 // with bounded memory (one Parquet batch / one Arrow IPC record batch at a time).
+import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openAsBlob, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { RecordBatchReader, tableFromIPC, DataType, type RecordBatch, type Schema, type Data, type Bool } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
-import { COL, META, SCHEMA_VERSION, logprobColumn } from '../../schemas/contract.js';
+import { COL, META, PER_FILE_KEYS, SCHEMA_VERSION, SELECT_META, logprobColumn, provenanceViews, type ProvenanceViews } from '../../schemas/contract.js';
 import { LAYOUT } from '../../schemas/layout.js';
 import type { Manifest } from '../../schemas/manifest.js';
 import { ConfigError } from '../../schemas/errors.js';
 import type { OutputFormat } from '../../stages/write.js';
+import { boolListBytes } from '../../stages/lists.js';
 
 export interface ScoreFile {
   /** Path relative to the dir root, e.g. `clean-1a2b3c4d/part-00000.parquet`: the name the file keeps in derived outputs. */
@@ -30,7 +32,7 @@ export interface ScoreSet {
   schemaVersion: number;
   /** Model names from `rho.models`, in column order. */
   models: string[];
-  tokenizer: { path: string; sha256: string } | null;
+  tokenizer: { path: string; resolvedPath?: string; sha256: string } | null;
   context: number | null;
   stride: number | null;
   /** Per-token float columns (`<model>_logprob`, `<model>_entropy`), in schema order. */
@@ -123,13 +125,16 @@ export async function openScoreSet(root: string): Promise<ScoreSet> {
   };
   const tokenizerOf = (f: ScoreFile) => {
     if (!f.metadata.has(META.tokenizer)) return null;
-    const v = parseJson(f, META.tokenizer) as { path?: unknown; sha256?: unknown };
-    return { path: String(v?.path ?? ''), sha256: String(v?.sha256 ?? '') };
+    const v = parseJson(f, META.tokenizer) as { path?: unknown; resolved_path?: unknown; sha256?: unknown };
+    return { path: String(v?.path ?? ''), resolvedPath: typeof v?.resolved_path === 'string' ? v.resolved_path : undefined, sha256: String(v?.sha256 ?? '') };
   };
 
   for (const f of files) {
     const v = Number(meta(f, META.schemaVersion));
     if (v !== SCHEMA_VERSION) throw new ConfigError(`${f.path}: schema version ${meta(f, META.schemaVersion)}, but this rho reads version ${SCHEMA_VERSION}`);
+    if (f.metadata.get(SELECT_META.layout) === 'compact') {
+      throw new ConfigError(`${f.path}: a compact selection file (rho select --compact) holds only the mask; give the score dir as the input and ${root} as --selection`);
+    }
     for (const c of [COL.id, COL.source, COL.row, COL.tokenIds]) {
       if (!f.schema.fields.some((x) => x.name === c)) throw new ConfigError(`${f.path}: column "${c}" is missing`);
     }
@@ -172,12 +177,12 @@ export async function openScoreSet(root: string): Promise<ScoreSet> {
 }
 
 /**
- * Provenance of the whole set: the first file's metadata without the per-file keys (`rho.unit`), with
- * `rho.inputs` as the union over the files.
+ * Provenance of the whole set, in every form (provenanceViews): the first file's `rho.*` keys without the per-file
+ * ones (`rho.unit`, `rho.select.score_file`), `rho.inputs` as the union over the files, plus `extra` keys.
  */
-export function setProvenance(set: ScoreSet): Record<string, string> {
+export function setProvenance(set: ScoreSet, extra: Record<string, string> = {}): ProvenanceViews {
   const out: Record<string, string> = {};
-  for (const [k, v] of set.files[0].metadata) if (k !== META.unit && k !== 'ARROW:schema') out[k] = v;
+  for (const [k, v] of set.files[0].metadata) if (k.startsWith('rho.') && k !== META.all && !PER_FILE_KEYS.includes(k)) out[k] = v;
   const inputs = new Map<string, unknown>();
   for (const f of set.files) {
     const v = f.metadata.get(META.inputs);
@@ -187,7 +192,92 @@ export function setProvenance(set: ScoreSet): Record<string, string> {
     } catch { /* kept as is from the first file */ }
   }
   if (inputs.size) out[META.inputs] = JSON.stringify([...inputs.values()]);
-  return out;
+  return provenanceViews({ ...out, ...extra });
+}
+
+// ---- compact selections (`rho select --compact`): source, row, select_mask per score row ----
+
+export interface SelectionSet {
+  root: string;
+  /** Selection file of each score file, by the score file's `rel`. */
+  byScoreFile: Map<string, ScoreFile>;
+  /** The selection's `rho.select.*` keys (from its first file, without the per-file score_file key). */
+  selectMeta: Record<string, string>;
+}
+
+/** A compact selection file's rows: (source, row) and the 0/1 mask of each token. */
+export interface SelectionRows {
+  sources: string[];
+  rows: number[];
+  /** rows + 1 offsets into `mask`. */
+  offsets: Int32Array;
+  mask: Uint8Array;
+}
+
+const sansExt = (rel: string) => rel.replace(DATA_FILE, '');
+
+/**
+ * Open a compact selection dir made from `set`: every score file must have its selection file (same relative path),
+ * made from exactly that file (sha256 and row count recorded by `rho select --compact`).
+ */
+export async function openSelection(root: string, set: ScoreSet): Promise<SelectionSet> {
+  let isDir = false;
+  try { isDir = statSync(root).isDirectory(); } catch { /* reported below */ }
+  if (!isDir) throw new ConfigError(`--selection ${root}: not a directory; give the --output dir of \`rho select --compact\``);
+  const byRel = new Map<string, string>();
+  for (const rel of listScoreFiles(root)) byRel.set(sansExt(rel), rel);
+  const byScoreFile = new Map<string, ScoreFile>();
+  let selectMeta: Record<string, string> | null = null;
+  for (const f of set.files) {
+    const rel = byRel.get(sansExt(f.rel));
+    if (!rel) throw new ConfigError(`--selection ${root}: no selection file for score file ${f.rel} (was the selection made from ${set.root}?)`);
+    const path = join(root, rel);
+    const format: OutputFormat = rel.endsWith('.arrow') ? 'arrow' : 'parquet';
+    const header = await readFileHeader(path, format).catch((e: Error) => { throw new ConfigError(`${path}: cannot be read (${e.message})`); });
+    const md = header.metadata;
+    if (md.get(SELECT_META.layout) !== 'compact') throw new ConfigError(`${path}: not a compact selection file (metadata ${SELECT_META.layout} is ${md.get(SELECT_META.layout) ?? 'missing'}); a full-copy selection dir is itself the input: rho export ${root}`);
+    let ref: { file?: string; sha256?: string; rows?: number };
+    try { ref = JSON.parse(md.get(SELECT_META.scoreFile) ?? 'null') as typeof ref; } catch { ref = {}; }
+    const sha = createHash('sha256').update(readFileSync(f.path)).digest('hex');
+    if (!ref || ref.sha256 !== sha) {
+      throw new ConfigError(`${path}: made from a different score file than ${f.path} (metadata ${SELECT_META.scoreFile} sha256 ${String(ref?.sha256).slice(0, 12)}, the file's is ${sha.slice(0, 12)}); rerun rho select --compact on ${set.root}`);
+    }
+    byScoreFile.set(f.rel, { rel, path, format, bytes: statSync(path).size, ...header });
+    if (!selectMeta) {
+      selectMeta = {};
+      for (const [k, v] of md) if (k.startsWith('rho.select.') && !PER_FILE_KEYS.includes(k)) selectMeta[k] = v;
+    }
+  }
+  if (byScoreFile.size !== byRel.size) {
+    const extra = [...byRel.values()].filter((rel) => ![...byScoreFile.values()].some((s) => s.rel === rel));
+    throw new ConfigError(`--selection ${root}: ${extra.length} file(s) without a score file in ${set.root}, e.g. ${extra[0]}`);
+  }
+  return { root, byScoreFile, selectMeta: selectMeta ?? {} };
+}
+
+/** Read a whole compact selection file (1 byte per token in memory: small next to its score file). */
+export async function readSelectionRows(file: ScoreFile): Promise<SelectionRows> {
+  const sources: string[] = [];
+  const rows: number[] = [];
+  const lengths: number[] = [];
+  const parts: Uint8Array[] = [];
+  for await (const batch of fileBatches(file)) {
+    const src = batch.getChild(COL.source)!;
+    const row = batch.getChild(COL.row)!;
+    const m = boolListBytes(batch, COL.selectMask);
+    for (let r = 0; r < batch.numRows; r++) {
+      sources.push(String(src.get(r)));
+      rows.push(Number(row.get(r)));
+      lengths.push(m.offsets[r + 1] - m.offsets[r]);
+    }
+    parts.push(m.bytes.subarray(m.offsets[0], m.offsets[batch.numRows]));
+  }
+  const offsets = new Int32Array(lengths.length + 1);
+  for (let i = 0; i < lengths.length; i++) offsets[i + 1] = offsets[i] + lengths[i];
+  const mask = new Uint8Array(offsets[lengths.length]);
+  let at = 0;
+  for (const p of parts) { mask.set(p, at); at += p.length; }
+  return { sources, rows, offsets, mask };
 }
 
 /** Record batches of one file, in row order; `columns` projects Parquet reads (Arrow IPC batches come whole). */

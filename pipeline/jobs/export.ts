@@ -8,7 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { COL } from '../../schemas/contract.js';
 import { encodeBatch, tokenDtypeFor, MEMMAP_FORMAT, MEMMAP_VERSION, type MemmapHeader, type ScoreDtype, type ExportPlan } from '../../stages/export.js';
 import { TextTokenizer } from '../../stages/tokenize.js';
-import { openScoreSet, setBatches, setProvenance, listView, checkOutputDir, stagingDir, publishDir, type ScoreSet } from '../io/score-files.js';
+import { openScoreSet, openSelection, readSelectionRows, setBatches, setProvenance, listView, checkOutputDir, stagingDir, publishDir, type ScoreSet, type SelectionRows } from '../io/score-files.js';
 import { ConfigError } from '../../schemas/errors.js';
 import { Progress } from '../run/progress.js';
 
@@ -16,6 +16,8 @@ export interface ExportConfig {
   input: string;
   output: string;
   scoreDtype: ScoreDtype;
+  /** A compact selection dir (`rho select --compact`) made from `input`: labels and select_mask come from it. */
+  selection?: string;
   /** Score columns to export (default: every per-token float column). */
   columns?: string[];
   overwrite: boolean;
@@ -32,20 +34,22 @@ export interface ExportSummary {
 /** Vocabulary size: the tokenizer named in the metadata (if present and unchanged), else models' config.json. */
 function vocabFromProvenance(set: ScoreSet): { size: number; from: string } | null {
   const t = set.tokenizer;
-  if (t && t.path && existsSync(t.path)) {
-    const bytes = readFileSync(t.path);
+  const tp = t ? (t.resolvedPath ?? t.path) : null;
+  if (t && tp && existsSync(tp)) {
+    const bytes = readFileSync(tp);
     if (createHash('sha256').update(bytes).digest('hex') === t.sha256) {
       try {
-        return { size: TextTokenizer.load(t.path).info.vocabSize, from: `tokenizer ${t.path}` };
+        return { size: TextTokenizer.load(tp).info.vocabSize, from: `tokenizer ${t.path}` };
       } catch { /* fall through */ }
     }
   }
   try {
-    const models = JSON.parse(set.files[0].metadata.get('rho.models') ?? '[]') as { path?: string }[];
+    const models = JSON.parse(set.files[0].metadata.get('rho.models') ?? '[]') as { path?: string; resolved_path?: string }[];
     let best: { size: number; from: string } | null = null;
     for (const m of models) {
-      if (!m.path) continue;
-      const cfg = join(dirname(m.path), 'config.json');
+      const p = m.resolved_path ?? m.path;
+      if (!p) continue;
+      const cfg = join(dirname(p), 'config.json');
       if (!existsSync(cfg)) continue;
       const v = Number((JSON.parse(readFileSync(cfg, 'utf8')) as { vocab_size?: unknown }).vocab_size);
       if (Number.isInteger(v) && v > 0 && (!best || v > best.size)) best = { size: v, from: `model config ${cfg}` };
@@ -88,6 +92,17 @@ class AppendFile {
   }
 }
 
+/** Rows [first, first + n) of a compact selection: their (source, row) keys and mask, for encodeBatch to check and use. */
+function selectionSlice(sel: SelectionRows, path: string, first: number, n: number): { sources: string[]; rows: number[]; offsets: Int32Array; mask: Uint8Array; where: string } {
+  if (first + n > sel.rows.length) throw new ConfigError(`${path}: ${sel.rows.length} rows, but its score file has more (row ${sel.rows.length} has no selection)`);
+  const offsets = sel.offsets.subarray(first, first + n + 1);
+  return { sources: sel.sources.slice(first, first + n), rows: sel.rows.slice(first, first + n), offsets, mask: sel.mask.subarray(offsets[0], offsets[n]), where: path };
+}
+
+function checkSelectionEnd(sel: SelectionRows | null, scorePath: string, rows: number): void {
+  if (sel && sel.rows.length !== rows) throw new ConfigError(`the selection of ${scorePath} has ${sel.rows.length} rows, the score file ${rows}`);
+}
+
 export async function runExport(cfg: ExportConfig): Promise<ExportSummary> {
   if (endianness() !== 'LE') throw new ConfigError('memmap export writes little-endian arrays; this machine is big-endian');
   if (resolve(cfg.output) === resolve(cfg.input)) throw new ConfigError('--output must differ from the input dir');
@@ -110,12 +125,14 @@ export async function runExport(cfg: ExportConfig): Promise<ExportSummary> {
     vocab = { size: (await maxTokenId(set)) + 1, from: 'largest token id + 1' };
   }
 
+  const selection = cfg.selection ? await openSelection(cfg.selection, set) : null;
+  if (selection && set.hasSelect) throw new ConfigError(`${cfg.input} already holds a selection (select_mask, labels); drop --selection or export the score dir it was made from`);
   const plan: ExportPlan = {
     tokenDtype: tokenDtypeFor(vocab.size),
     scoreDtype: cfg.scoreDtype,
     vocabSize: vocab.size,
     scoreColumns,
-    withSelect: set.hasSelect,
+    withSelect: set.hasSelect || selection !== null,
   };
 
   const tmp = stagingDir(cfg.output);
@@ -135,15 +152,22 @@ export async function runExport(cfg: ExportConfig): Promise<ExportSummary> {
     docOffsets.write(new Uint8Array(new BigUint64Array([0n]).buffer));
     let lastFile = -1;
     let rowInFile = 0;
+    let sel: SelectionRows | null = null;
     const enc = new TextEncoder();
     for await (const { file, fileIndex, batch } of setBatches(set)) {
       if (fileIndex !== lastFile) {
+        if (lastFile >= 0) checkSelectionEnd(sel, set.files[lastFile].path, rowInFile);
         if (lastFile >= 0) counts.inputBytesDone += set.files[lastFile].bytes;
         lastFile = fileIndex;
         rowInFile = 0;
+        if (selection) {
+          const sf = selection.byScoreFile.get(file.rel)!;
+          sel = await readSelectionRows(sf);
+        }
       }
       const first = rowInFile;
-      const e = encodeBatch(batch, plan, (r) => `${file.path} row ${first + r}`);
+      const where = (r: number) => `${file.path} row ${first + r}`;
+      const e = encodeBatch(batch, plan, where, sel ? selectionSlice(sel, selection!.byScoreFile.get(file.rel)!.path, first, batch.numRows) : undefined);
       out.get('token_ids')!.write(e.tokens);
       for (const [c, b] of e.scores) out.get(c)!.write(b);
       if (e.labels) out.get(COL.labels)!.write(e.labels);
@@ -161,6 +185,7 @@ export async function runExport(cfg: ExportConfig): Promise<ExportSummary> {
       counts.tokens = nTokens;
       progress.draw();
     }
+    if (lastFile >= 0) checkSelectionEnd(sel, set.files[lastFile].path, rowInFile);
     const header: MemmapHeader = {
       format: MEMMAP_FORMAT,
       version: MEMMAP_VERSION,
@@ -175,7 +200,7 @@ export async function runExport(cfg: ExportConfig): Promise<ExportSummary> {
       doc_offsets: { file: 'doc_offsets.bin', dtype: 'uint64' },
       docs: { file: 'docs.jsonl' },
       null_value: 'NaN',
-      provenance: setProvenance(set),
+      provenance: Object.fromEntries(setProvenance(set, selection?.selectMeta).keyValues),
     };
     for (const f of out.values()) f.close();
     docOffsets.close();

@@ -4,7 +4,7 @@
 // identity, provenance) and wires the two together.
 import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
-import { readShard } from '../../stages/read.js';
+import { readShard, readDocuments } from '../../stages/read.js';
 import { TextTokenizer, tokenizeStage } from '../../stages/tokenize.js';
 import { validateWindowSpec, windowStage } from '../../stages/window.js';
 import { batchStage } from '../../stages/batch.js';
@@ -13,14 +13,17 @@ import { assembleStage } from '../../stages/assemble.js';
 import { writeStage, sha256, type OutputFormat } from '../../stages/write.js';
 import { compose, type Stage, type StageStats } from '../../stages/stage.js';
 import { prepareModel, type PreparedModel } from '../../model/prepare.js';
-import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, combinedProvenance } from '../../schemas/contract.js';
+import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, provenanceViews, resolvedPath } from '../../schemas/contract.js';
+import { DEFAULT_SCORE_DTYPE, SCORE_DTYPES, isScoreDtype, type ScoreDtype } from '../../schemas/score-dtype.js';
+import { defaultBudget, gib, maxContextFor, MemoryBudgetError, parseMemoryBudget, planMemory, type MemoryPlan, type ModelMemory } from '../../model/memory.js';
+import { stat } from 'node:fs/promises';
 import { LAYOUT } from '../../schemas/layout.js';
 import { ConfigError, RejectRatioError } from '../../schemas/errors.js';
 import { crashPoint } from '../../schemas/crashpoints.js';
 import { RHO_VERSION } from '../../schemas/version.js';
 import type { OutputStore } from '../../schemas/store.js';
 import type { Manifest } from '../../schemas/manifest.js';
-import type { ScoredDocument, UnitRef, WindowSpec } from '../../schemas/types.js';
+import type { Document, DocumentSource, Flow, ScoredDocument, UnitRef, WindowSpec } from '../../schemas/types.js';
 import { resolveInputs, type InputShard } from '../io/inputs.js';
 import { openOutputStore, openerFor, countingOpener } from '../io/open.js';
 import { fileSha256 } from '../io/local.js';
@@ -29,6 +32,7 @@ import { Executor, type ExecutorInput, type RunCounts } from '../run/executor.js
 import { claimOutputDir, type RunIdentity } from '../run/identity.js';
 import { readCompletionRecords } from '../run/manifest.js';
 import { probeContext } from '../run/preflight.js';
+import { shardKey } from '../../schemas/layout.js';
 import { IncompleteRunError, assignShardKeys, checkChangedInputs, checkNumericFlags, fingerprint, probeFields, recordInputFingerprint, refuseInputsInsideOutput, type InputFingerprint } from '../io/input-checks.js';
 import { checkWorldSize } from '../run/rank.js';
 
@@ -42,7 +46,8 @@ export interface ModelSpec {
 export interface ScoreConfig {
   models: ModelSpec[];
   tokenizer: string;
-  inputs: string[];
+  /** Paths, globs, s3:// URIs, or document sources (rows: source = its name, row = index of the document). */
+  inputs: (string | DocumentSource)[];
   output: string;
   textField: string;
   idField?: string;
@@ -50,13 +55,18 @@ export interface ScoreConfig {
   context?: number;
   /** S; default C. */
   stride?: number;
-  batchTokens: number;
+  /** Tokens per inference batch; default: from the memory budget (model/memory.ts). */
+  batchTokens?: number;
+  /** --memory-budget as given (8GiB, 50%, ...); default: a fraction of RAM, or of the GPU's memory. */
+  memoryBudget?: string;
   format: OutputFormat;
   device: 'cpu' | 'cuda' | 'webgpu';
   deviceId?: number;
   appendEos: boolean;
   eosToken?: string;
   entropy: boolean;
+  /** How per-token scores are stored (default float32; schemas/score-dtype.ts). */
+  scoreDtype?: ScoreDtype;
   /** Documents per work unit (output file / completion record). */
   unitDocs: number;
   maxRejectRatio: number;
@@ -77,6 +87,10 @@ export interface ScoreConfig {
   store?: OutputStore;
   /** S3 settings for s3:// inputs and outputs (endpoint, retries). */
   s3?: S3Options;
+  /** Stages over documents between reading and tokenizing (filters, normalisers): what they drop is rejected with their reason. */
+  transforms?: Stage<Flow<Document>, Flow<Document>>[];
+  /** Scorers to use instead of onnxruntime over `models` (e.g. another backend); all must name the same models. */
+  scorers?: Scorer[];
   /** Inputs changed since some of their units were scored: delete and rescore those units (else exit 2). */
   rescoreChanged?: boolean;
 }
@@ -88,17 +102,44 @@ export interface RunSummary {
   run: RunCounts & { wall_seconds: number; tokens_per_second: number; padding_fraction: number };
   /** Per stage, in pipeline order: documents/tokens in and out, rejects, seconds (also in manifest.json under run.stages). */
   stages: StageStats[];
+  /** C, S, the batch budget and the memory budget, each with where it came from. */
+  limits: RunLimits;
+}
+
+export interface RunLimits {
+  context: number;
+  contextSource: string;
+  stride: number;
+  batchTokens: number;
+  batchSource: string;
+  memoryBudgetBytes: number;
+  memorySource: string;
+  /** Estimated peak of one batch (model/memory.ts). */
+  estimateBytes: number;
+  heads: Record<string, string>;
+}
+
+/** One line per limit, for the start of a run and its summary. */
+export function describeLimits(l: RunLimits): string[] {
+  return [
+    `C = ${l.context} tokens per window (${l.contextSource}), S = ${l.stride}`,
+    `batch budget ${l.batchTokens} tokens (${l.batchSource}); memory budget ${gib(l.memoryBudgetBytes)} (${l.memorySource}), estimated peak ${gib(l.estimateBytes)}`,
+    ...Object.entries(l.heads).map(([m, h]) => `model ${m}: ${h}`),
+  ];
 }
 
 export const DEFAULT_CACHE_DIR = process.env.RHO_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'rho');
 
 /** Everything a run needs, checked and resolved before any work. */
 interface ScorePlan {
-  shards: InputShard[];
+  shards: (InputShard & { documents?: DocumentSource })[];
   store: OutputStore;
   tokenizer: TextTokenizer;
   prepared: PreparedModel[];
+  /** Column names of the models, in order (from `models`, or from the custom scorers). */
+  models: string[];
   spec: WindowSpec;
+  limits: RunLimits;
   identityJson: string;
   configSha: string;
   /** Provenance keys shared by every file of the run (rho.inputs and rho.unit are added per file). */
@@ -114,17 +155,18 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const worldSize = cfg.worldSize ?? 1;
   // Proven before anything is committed (_rho/config.json): the models load and run a full window of C
   // tokens, the vocabularies fit, the text/id fields are in the first records of every shard.
-  const scorers = await openScorers(cfg, plan);
+  const scorers = cfg.scorers ?? (await openScorers(cfg, plan));
   try {
-    await probeContext(scorers[0], plan.spec.contextTokens, plan.prepared.map((p) => `${p.name} (${p.sourcePath})`).join(', '));
-    await probeFields(plan.shards, { textField: cfg.textField, idField: cfg.idField, s3: cfg.s3 });
+    if (!cfg.scorers) await probeContext(scorers[0], plan.spec.contextTokens, plan.prepared.map((p) => `${p.name} (${p.sourcePath})`).join(', '));
+    await probeFields(plan.shards.filter((s) => !s.documents), { textField: cfg.textField, idField: cfg.idField, s3: cfg.s3 });
     await claimOutputDir(plan.store, plan.identityJson, cfg.overwrite);
     if (worldSize > 1) await checkWorldSize(plan.store, { rank, worldSize, from: 'flags' });
     plan.fingerprints = await checkInputsAgainstRecords(cfg, plan);
   } catch (e) {
-    await Promise.all(scorers.map((x) => x.close()));
+    if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
     throw e;
   }
+  process.stderr.write(describeLimits(plan.limits).map((l) => `rho score: ${l}\n`).join(''));
 
   let stats: StageStats[] = [];
   const stat = (name: string) => stats.find((s) => s.name === name);
@@ -141,53 +183,55 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
       return c.output;
     });
   } finally {
-    await Promise.all(scorers.map((x) => x.close()));
+    if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
   }
   const manifest = await executor.writeManifest(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
   if (executor.unreadable.length) {
     // Exit 1 naming the shards: the output is not complete (exit 3 would say it is).
-    const summary = summarize({ ...cfg, maxRejectRatio: 1 }, plan.store, executor, manifest, stats, scoringSeconds);
+    const summary = summarize({ ...cfg, maxRejectRatio: 1 }, plan, executor, manifest, stats, scoringSeconds);
     throw Object.assign(new IncompleteRunError(executor.unreadable), { summary });
   }
-  return summarize(cfg, plan.store, executor, manifest, stats, scoringSeconds);
+  return summarize(cfg, plan, executor, manifest, stats, scoringSeconds);
 }
 
 /**
- * Inputs against the units already done: one spelling per shard (the `source` its first units have), and
- * an input changed since its units were scored is refused (exit 2) or, with --rescore-changed, its stale
- * units are deleted so that they are scored again.
+ * Inputs against the units already done: every spelling of a file gets the folder (and `source`) it already
+ * has in this dir, and an input changed since its units were scored is refused (exit 2) or, with
+ * --rescore-changed, its stale units are deleted so that they are scored again.
  */
 async function checkInputsAgainstRecords(cfg: ScoreConfig, plan: ScorePlan): Promise<Map<string, InputFingerprint>> {
   await assignShardKeys(plan.store, plan.shards, true);
   const records = (await readCompletionRecords(plan.store)).filter((r) => r.config_sha256 === plan.configSha);
-  return checkChangedInputs(plan.store, plan.shards, records, { rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3 });
+  return checkChangedInputs(plan.store, plan.shards.filter((s) => !s.documents), records, { rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3 });
 }
 
 /** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], executor: Executor): Stage<any, any>[] {
-  const models = plan.prepared.map((p) => p.name);
+  const models = plan.models;
   const shardBytes = new Map(plan.shards.map((s) => [s.source, s.bytes]));
   const metadata = (unit: UnitRef, records: number) => {
     const meta = new Map(plan.provenance);
     meta.set(META.inputs, JSON.stringify([{ source: unit.source, bytes: shardBytes.get(unit.source) }]));
     meta.set(META.unit, JSON.stringify({ source: unit.source, part: unit.part, first_row: unit.firstRow, rows: records }));
-    meta.set(META.all, combinedProvenance(meta));
-    return meta;
+    return provenanceViews(meta).keyValues;
   };
   return [
+    ...(cfg.transforms ?? []),
     tokenizeStage(plan.tokenizer),
     windowStage(plan.spec),
-    batchStage({ batchTokens: cfg.batchTokens, contextTokens: plan.spec.contextTokens }),
+    batchStage({ batchTokens: plan.limits.batchTokens, contextTokens: plan.spec.contextTokens }),
     scoreStage(scorers),
     assembleStage({ models, entropy: cfg.entropy }),
     executor.gather<ScoredDocument>(),
-    writeStage({ models, entropy: cfg.entropy, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
+    writeStage({ models, entropy: cfg.entropy, scoreDtype: cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
   ];
 }
 
 /** A shard file as an executor input: its records through the reader, bytes counted for the progress line. */
-function shardInput(shard: InputShard, cfg: ScoreConfig, plan: ScorePlan): ExecutorInput {
+function shardInput(shard: InputShard & { documents?: DocumentSource }, cfg: ScoreConfig, plan: ScorePlan): ExecutorInput {
+  const src = shard.documents;
+  if (src) return { source: shard.source, bytes: 0, key: shard.key, read: () => readDocuments(src) };
   return {
     source: shard.source,
     bytes: shard.bytes,
@@ -206,24 +250,33 @@ function shardInput(shard: InputShard, cfg: ScoreConfig, plan: ScorePlan): Execu
 
 /** Flags that are wrong whatever the inputs: checked first. */
 function checkFlags(cfg: ScoreConfig): void {
-  if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  if (cfg.scorers) {
+    if (cfg.scorers.length === 0) throw new ConfigError('scorers: give at least one scorer');
+    const names = cfg.scorers.map((x) => x.modelNames.join(','));
+    if (new Set(names).size !== 1) throw new ConfigError(`scorers name different models (${names.join(' vs ')}); every scorer must score the same models`);
+  } else if (cfg.models.length === 0) throw new ConfigError('no --model given');
+  for (const t of cfg.transforms ?? []) {
+    if (!t || typeof t.name !== 'string' || typeof t.run !== 'function') throw new ConfigError('transforms: each entry must be a stage { name, run(input, ctx) } (see filterDocuments, mapDocuments)');
+  }
   const names = new Set<string>();
-  for (const m of cfg.models) {
+  for (const m of cfg.scorers ? cfg.scorers[0].modelNames.map((name) => ({ name })) : cfg.models) {
     if (!MODEL_NAME_PATTERN.test(m.name)) throw new ConfigError(`model name "${m.name}" must match ${MODEL_NAME_PATTERN} (it becomes the column prefix <name>_logprob)`);
     if (names.has(m.name)) throw new ConfigError(`model name "${m.name}" given twice`);
     names.add(m.name);
   }
-  if (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
+  if (cfg.batchTokens !== undefined && (!Number.isInteger(cfg.batchTokens) || cfg.batchTokens < 2)) throw new ConfigError(`--batch-tokens must be an integer >= 2 (got ${cfg.batchTokens})`);
   if (!Number.isInteger(cfg.unitDocs) || cfg.unitDocs < 1) throw new ConfigError(`--unit-docs must be a positive integer (got ${cfg.unitDocs})`);
   if (!(cfg.maxRejectRatio >= 0 && cfg.maxRejectRatio <= 1)) throw new ConfigError(`--max-reject-ratio must be in [0, 1] (got ${cfg.maxRejectRatio})`);
+  if (!Array.isArray(cfg.inputs) || cfg.inputs.length === 0) throw new ConfigError('no --input given: name at least one shard or glob');
+  if (cfg.scoreDtype !== undefined && !isScoreDtype(cfg.scoreDtype)) throw new ConfigError(`--score-dtype must be one of ${SCORE_DTYPES.join(', ')} (got ${String(cfg.scoreDtype)})`);
   checkNumericFlags({ context: cfg.context, stride: cfg.stride, threads: cfg.threads, 'lease-seconds': cfg.leaseSeconds, 'device-id': cfg.deviceId, rank: cfg.rank, 'world-size': cfg.worldSize },
     { context: 'positive-int', stride: 'positive-int', threads: 'positive-int', 'lease-seconds': 'positive', 'device-id': 'nonneg-int', rank: 'nonneg-int', 'world-size': 'positive-int' });
 }
 
 /** Inputs, output store, tokenizer, models and window rule: everything that can be wrong is found here, before any work. */
 async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
-  const shards = await configStep(() => resolveInputs(cfg.inputs, cfg.s3));
-  refuseInputsInsideOutput(shards, cfg.output);
+  const shards = await configStep(() => resolveAllInputs(cfg.inputs, cfg.s3));
+  refuseInputsInsideOutput(shards.filter((s) => !s.documents), cfg.output);
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new ConfigError(`--world-size must be a positive integer (got ${worldSize})`);
@@ -233,27 +286,32 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
   const tokenizer = await configStep(async () => TextTokenizer.load(cfg.tokenizer, { appendEos: cfg.appendEos, eosToken: cfg.eosToken }));
   const cacheDir = cfg.cacheDir ?? DEFAULT_CACHE_DIR;
   const prepared: PreparedModel[] = [];
-  for (const m of cfg.models) {
+  for (const m of cfg.scorers ? [] : cfg.models) {
     try {
       prepared.push(await prepareModel({ path: m.path, name: m.name, cacheDir: join(cacheDir, 'models'), entropy: cfg.entropy }));
     } catch (e) {
       throw new ConfigError(`model ${m.name} (${m.path}): ${(e as Error).message}`);
     }
   }
-  const spec = windowSpecOf(cfg, prepared);
+  const { spec, limits } = await configStep(async () => limitsOf(cfg, prepared, tokenizer.info.vocabSize));
   const tokenizerSha = await fileSha256(cfg.tokenizer);
-  const identity = runIdentity(cfg, prepared, tokenizer, tokenizerSha, spec);
+  const modelIds = cfg.scorers
+    ? cfg.scorers[0].modelNames.map((name) => ({ name, path: null, sha256: cfg.scorers![0].fingerprint ?? 'custom-scorer', external_data: false }))
+    : prepared.map((p, i) => ({ name: p.name, path: cfg.models[i].path, resolved_path: p.sourcePath, sha256: p.sha256, external_data: p.externalData }));
+  const identity = runIdentity(cfg, modelIds, tokenizer, tokenizerSha, spec);
   const identityJson = JSON.stringify(identity, null, 2);
   const provenance = new Map<string, string>([
     [META.schemaVersion, String(SCHEMA_VERSION)],
     [META.rhoVersion, RHO_VERSION],
-    [META.models, JSON.stringify(prepared.map((p) => ({ name: p.name, path: p.sourcePath, sha256: p.sha256, external_data: p.externalData })))],
-    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, sha256: tokenizerSha })],
+    // Paths as given (what the user typed, portable across machines) and resolved (where they were).
+    [META.models, JSON.stringify(modelIds)],
+    [META.tokenizer, JSON.stringify({ path: cfg.tokenizer, resolved_path: resolvedPath(cfg.tokenizer), sha256: tokenizerSha })],
+    [META.scoreDtype, cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE],
     [META.context, String(spec.contextTokens)],
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
   ]);
-  return { shards, store, tokenizer, prepared, spec, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance, fingerprints: new Map() };
+  return { shards, store, tokenizer, prepared, models: modelIds.map((m) => m.name), spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance, fingerprints: new Map() };
 }
 
 /** Run `f`; whatever it throws is a problem with the request (exit 2). */
@@ -265,13 +323,28 @@ async function configStep<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-/** C defaults to the smallest max context the models declare (config.json), else 2048; S to C. */
-function windowSpecOf(cfg: ScoreConfig, prepared: PreparedModel[]): WindowSpec {
-  const declared = prepared.map((p) => p.maxContext).filter((c): c is number => c !== null);
-  const modelMax = declared.length ? Math.min(...declared) : null;
-  const context = cfg.context ?? modelMax ?? 2048;
+/**
+ * C defaults to the smallest max context the models declare (config.json, a learned position table), else 2048,
+ * capped to what the memory budget holds (a power of two, said so); S to C. The batch size follows from the budget
+ * when --batch-tokens is not given, and a window that cannot fit is refused, with the numbers.
+ */
+async function limitsOf(cfg: ScoreConfig, prepared: PreparedModel[], tokenizerVocab: number): Promise<{ spec: WindowSpec; limits: RunLimits }> {
+  const declared = prepared.filter((p) => p.maxContext !== null).sort((a, b) => a.maxContext! - b.maxContext!)[0];
+  const modelMax = declared?.maxContext ?? null;
+  const memModels = await Promise.all(prepared.map((p) => memoryOf(p, tokenizerVocab)));
+  let context = cfg.context ?? modelMax ?? 2048;
+  let contextSource = cfg.context !== undefined ? '--context' : declared ? `from ${declared.name}'s ${declared.maxContextSource}` : 'default 2048';
   if (modelMax !== null && context > modelMax) {
-    throw new ConfigError(`--context ${context} is longer than the ${modelMax} positions a model declares (config.json next to the model); use --context ${modelMax} or less`);
+    throw new ConfigError(`--context ${context} is longer than the ${modelMax} positions model ${declared!.name} takes (${declared!.maxContextSource}); use --context ${modelMax} or less`);
+  }
+  if (cfg.context === undefined) {
+    const budget = planMemoryBudget(cfg);
+    const fit = maxContextFor({ models: memModels, device: cfg.device }, budget);
+    if (fit >= 2 && context > fit) {
+      const capped = 2 ** Math.floor(Math.log2(fit));
+      contextSource += `, capped to ${capped} because one window of ${context} tokens does not fit the memory budget`;
+      context = capped;
+    }
   }
   const spec: WindowSpec = { contextTokens: context, strideTokens: cfg.stride ?? context };
   try {
@@ -279,13 +352,54 @@ function windowSpecOf(cfg: ScoreConfig, prepared: PreparedModel[]): WindowSpec {
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
-  return spec;
+  let mem: MemoryPlan;
+  try {
+    mem = planMemory({ models: memModels, context, device: cfg.device, budget: cfg.memoryBudget, batchTokens: cfg.batchTokens });
+  } catch (e) {
+    throw new ConfigError(e instanceof MemoryBudgetError ? `memory: ${e.message}` : (e as Error).message);
+  }
+  const heads = Object.fromEntries(prepared.map((p) => [p.name, p.head.kind === 'chunked' ? `chunked head over vocabulary slices (V = ${p.dims.vocab})` : `full head (${p.head.reason})`]));
+  return {
+    spec,
+    limits: {
+      context, contextSource, stride: spec.strideTokens, batchTokens: mem.batchTokens, batchSource: mem.batchSource,
+      memoryBudgetBytes: mem.budgetBytes, memorySource: mem.budgetSource, estimateBytes: mem.estimateBytes, heads,
+    },
+  };
 }
 
-function runIdentity(cfg: ScoreConfig, prepared: PreparedModel[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
+function planMemoryBudget(cfg: ScoreConfig): number {
+  const def = defaultBudget(cfg.device);
+  try {
+    return cfg.memoryBudget === undefined ? def.bytes : parseMemoryBudget(cfg.memoryBudget, def.base);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
+}
+
+/** What the memory estimate needs to know about a prepared model (unknown dimensions: assumed large). */
+async function memoryOf(p: PreparedModel, tokenizerVocab: number): Promise<ModelMemory> {
+  let weightBytes = p.externalData.reduce((a, x) => a + x.bytes, 0);
+  try {
+    weightBytes += (await stat(p.sourcePath)).size;
+  } catch {
+    // prepared already read it; a vanished file fails later with its own message
+  }
   return {
+    name: p.name,
+    vocab: p.dims.vocab ?? tokenizerVocab,
+    hidden: p.dims.hidden ?? 4096,
+    layers: p.dims.layers ?? 32,
+    heads: p.dims.heads ?? undefined,
+    weightBytes,
+    head: p.head.kind === 'chunked' ? { kind: 'chunked', sliceElements: p.head.sliceElements } : { kind: 'full' },
+  };
+}
+
+function runIdentity(cfg: ScoreConfig, models: { name: string; sha256: string }[], tokenizer: TextTokenizer, tokenizerSha: string, spec: WindowSpec): RunIdentity {
+  const identity: RunIdentity = {
     schema_version: SCHEMA_VERSION,
-    models: prepared.map((p) => ({ name: p.name, sha256: p.sha256 })),
+    models: models.map((m) => ({ name: m.name, sha256: m.sha256 })),
     tokenizer_sha256: tokenizerSha,
     context: spec.contextTokens,
     stride: spec.strideTokens,
@@ -295,7 +409,35 @@ function runIdentity(cfg: ScoreConfig, prepared: PreparedModel[], tokenizer: Tex
     id_field: cfg.idField ?? null,
     unit_docs: cfg.unitDocs,
     format: cfg.format,
+    // Only when not float32, so float32 dirs written before the option existed stay resumable.
+    ...(cfg.scoreDtype && cfg.scoreDtype !== DEFAULT_SCORE_DTYPE ? { score_dtype: cfg.scoreDtype } : {}),
   };
+  // Only when there are any, so that the identity of a run without them is what it always was.
+  if (cfg.transforms?.length) identity.transforms = cfg.transforms.map((t) => t.name);
+  return identity;
+}
+
+/**
+ * Inputs in the order given: each string through resolveInputs (globs sorted), each document source as an
+ * input of its name. A name may appear once.
+ */
+async function resolveAllInputs(entries: (string | DocumentSource)[], s3: S3Options | undefined): Promise<(InputShard & { documents?: DocumentSource })[]> {
+  const out: (InputShard & { documents?: DocumentSource })[] = [];
+  const seen = new Set<string>();
+  for (const e of entries) {
+    if (typeof e === 'string') {
+      // One shard per file however it is spelled (canonical location).
+      for (const sh of await resolveInputs([e], s3)) if (!seen.has(sh.location)) { seen.add(sh.location); out.push(sh); }
+      continue;
+    }
+    if (!e || typeof e.name !== 'string' || e.name === '' || typeof e.documents !== 'function') {
+      throw new Error('inputs: an entry that is not a string must be a document source { name: string, documents(): AsyncIterable<{ id?, text }> }');
+    }
+    if (seen.has(e.name)) throw new Error(`inputs: "${e.name}" is given twice (a document source's name is its identity, like a file's path)`);
+    seen.add(e.name);
+    out.push({ source: e.name, bytes: 0, location: `document-source:${e.name}`, key: shardKey(e.name), documents: e });
+  }
+  return out;
 }
 
 /** One onnxruntime scorer per device (one worker thread each). A provider that cannot load is a config error. */
@@ -314,7 +456,8 @@ async function openScorers(cfg: ScoreConfig, plan: ScorePlan): Promise<Scorer[]>
 }
 
 /** The summary `rho score --json` prints; throws RejectRatioError (carrying it) when too much was rejected. */
-function summarize(cfg: ScoreConfig, store: OutputStore, executor: Executor, manifest: Manifest, stats: StageStats[], wall: number): RunSummary {
+function summarize(cfg: ScoreConfig, plan: ScorePlan, executor: Executor, manifest: Manifest, stats: StageStats[], wall: number): RunSummary {
+  const store = plan.store;
   const batch = stats.find((s) => s.name === 'batch')?.counters ?? {};
   const padded = batch.padded_positions ?? 0;
   const real = batch.real_positions ?? 0;
@@ -324,6 +467,7 @@ function summarize(cfg: ScoreConfig, store: OutputStore, executor: Executor, man
     manifest,
     run: { ...run, wall_seconds: wall, tokens_per_second: run.scored_tokens / wall, padding_fraction: padded ? 1 - real / padded : 0 },
     stages: stats,
+    limits: plan.limits,
   };
   const t = manifest.totals;
   if (t.docs_in > 0 && t.rejected / t.docs_in > cfg.maxRejectRatio) {

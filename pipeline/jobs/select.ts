@@ -4,16 +4,16 @@
 import { mkdirSync, readFileSync, readdirSync, writeFileSync, rmSync, existsSync, copyFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { RecordBatch, Struct, Table, makeData, Schema, type Data } from 'apache-arrow';
-import { COL, logprobColumn, selectFields } from '../../schemas/contract.js';
+import { COL, SELECT_META as META_KEYS, compactSelectFields, logprobColumn, provenanceViews, resolvedPath, selectFields } from '../../schemas/contract.js';
 import { QuantileSketch } from '../../stages/sketch.js';
 import {
-  SELECT_META, CutApplier, ValueBuffer, batchScores, cutOf, keepCount, scoreFormula, scoreInputs, selectColumns, summarize,
+  SELECT_META, CutApplier, ValueBuffer, batchScores, cutOf, keepCount, scoreFormula, scoreInputs, selectColumns, selectMaskData, summarize,
   type Cut, type SelectBy, type SelectScope,
 } from '../../stages/select.js';
 import { encodeTable, sha256, type OutputFormat } from '../../stages/write.js';
 import { writeFileAtomic } from '../io/local.js';
 import { refuseOutputInsideInput } from '../io/input-checks.js';
-import { openScoreSet, fileBatches, setBatches, checkOutputDir, stagingDir, publishDir, type ScoreSet } from '../io/score-files.js';
+import { openScoreSet, fileBatches, setBatches, setProvenance, checkOutputDir, stagingDir, publishDir, type ScoreFile, type ScoreSet } from '../io/score-files.js';
 import { LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
 import type { Manifest } from '../run/manifest.js';
 import { ConfigError } from '../../schemas/errors.js';
@@ -35,6 +35,12 @@ export interface SelectConfig {
   base: string;
   /** Output format; default: each file keeps its own. */
   format?: OutputFormat;
+  /**
+   * compact: write only what selection adds — (source, row, select_mask) per score row, aligned row for row with
+   * the score files (same relative paths); labels are derived by readers. Default false: a full copy with
+   * select_mask and labels added.
+   */
+  compact?: boolean;
   /** Global scope: true = exact whatever the size, false = sketch, undefined = exact up to exactLimitTokens. */
   exact?: boolean;
   exactLimitTokens?: number;
@@ -197,15 +203,20 @@ export async function runSelect(cfg: SelectConfig): Promise<SelectReport> {
     ]);
     if (cfg.scope === 'batch') selectMeta.set(SELECT_META.batchTokens, String(cfg.batchTokens));
     if (pass1.mode === 'sketch') selectMeta.set(SELECT_META.sketchAccuracy, String(cfg.sketchAccuracy));
+    selectMeta.set(META_KEYS.layout, cfg.compact ? 'compact' : 'full');
+    if (cfg.compact) selectMeta.set(META_KEYS.scores, JSON.stringify({ path: cfg.input, resolved_path: resolvedPath(cfg.input) }));
 
     const written: { rel: string; from: string; bytes: number; sha256: string; rows: number }[] = [];
     for (const file of set.files) {
-      const metadata = new Map(file.metadata);
-      metadata.delete('ARROW:schema');
-      for (const [k, v] of selectMeta) metadata.set(k, v);
+      const flat = new Map([...file.metadata].filter(([k]) => !k.startsWith('rho.select.')));
+      for (const [k, v] of selectMeta) flat.set(k, v);
+      if (cfg.compact) flat.set(META_KEYS.scoreFile, JSON.stringify({ file: file.rel, sha256: sha256(readFileSync(file.path)), rows: await fileRows(file) }));
+      // One builder for the flat keys and the combined `rho` object, so they agree (selection included).
+      const metadata = provenanceViews(flat).keyValues;
       const batches: RecordBatch[] = [];
       let schema: Schema | null = null;
-      for await (const batch of fileBatches(file)) {
+      // Compact output needs only the scores and the join key; a full copy needs every column.
+      for await (const batch of fileBatches(file, cfg.compact ? [...scoreInputs(spec), COL.source, COL.row] : undefined)) {
         const { offsets, scores } = batchScores(batch, spec);
         const n = scores.length;
         const mask = new Uint8Array(n);
@@ -247,11 +258,17 @@ export async function runSelect(cfg: SelectConfig): Promise<SelectReport> {
             c.selected += selected;
           }
         }
-        const { selectMask, labels } = selectColumns(batch, mask, offsets);
-        // A dir selected before keeps its other columns; its old selection is replaced.
-        const keepIdx = batch.schema.fields.map((f, i) => [f, i] as const).filter(([f]) => f.name !== COL.selectMask && f.name !== COL.labels);
-        schema ??= new Schema([...keepIdx.map(([f]) => f), ...selectFields()], metadata);
-        const children: Data[] = [...keepIdx.map(([, i]) => batch.data.children[i]), selectMask, labels];
+        let children: Data[];
+        if (cfg.compact) {
+          schema ??= new Schema(compactSelectFields(), metadata);
+          children = [batch.getChild(COL.source)!.data[0], batch.getChild(COL.row)!.data[0], selectMaskData(mask, offsets)];
+        } else {
+          const { selectMask, labels } = selectColumns(batch, mask, offsets);
+          // A dir selected before keeps its other columns; its old selection is replaced.
+          const keepIdx = batch.schema.fields.map((f, i) => [f, i] as const).filter(([f]) => f.name !== COL.selectMask && f.name !== COL.labels);
+          schema ??= new Schema([...keepIdx.map(([f]) => f), ...selectFields()], metadata);
+          children = [...keepIdx.map(([, i]) => batch.data.children[i]), selectMask, labels];
+        }
         batches.push(new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows, nullCount: 0, children })));
         counts.docs = totals.docs;
         counts.tokens = totals.tokens;
@@ -259,7 +276,7 @@ export async function runSelect(cfg: SelectConfig): Promise<SelectReport> {
       }
       if (!schema) {
         const fields = file.schema.fields.filter((f) => f.name !== COL.selectMask && f.name !== COL.labels);
-        schema = new Schema([...fields, ...selectFields()], metadata);
+        schema = cfg.compact ? new Schema(compactSelectFields(), metadata) : new Schema([...fields, ...selectFields()], metadata);
       }
       const format = cfg.format ?? file.format;
       const rel = file.rel.replace(/\.(parquet|arrow)$/, `.${format}`);
@@ -288,7 +305,7 @@ export async function runSelect(cfg: SelectConfig): Promise<SelectReport> {
       files: written.length,
       wall_seconds: 0,
     };
-    copyBookkeeping(set, tmp, written, report);
+    copyBookkeeping(set, tmp, written, report, selectMeta, cfg.compact === true);
     report.wall_seconds = progress.elapsedSeconds();
     publishDir(tmp, cfg.output);
     return report;
@@ -304,13 +321,24 @@ export async function runSelect(cfg: SelectConfig): Promise<SelectReport> {
  * Carry the score run's bookkeeping over, so `rho verify` and resume-aware tools read the new dir like a score
  * output: run identity and rejects as they were, completion records and manifest pointing at the new files.
  */
-function copyBookkeeping(set: ScoreSet, tmp: string, written: { rel: string; from: string; bytes: number; sha256: string; rows: number }[], report: SelectReport): void {
+function copyBookkeeping(set: ScoreSet, tmp: string, written: { rel: string; from: string; bytes: number; sha256: string; rows: number }[], report: SelectReport, selectMeta: Map<string, string>, compact: boolean): void {
   const byFrom = new Map(written.map((w) => [w.from, w]));
   const src = (rel: string) => join(set.root, rel);
   const dst = (rel: string) => {
     mkdirSync(dirname(join(tmp, rel)), { recursive: true });
     return join(tmp, rel);
   };
+  const selection = { ...report, wall_seconds: undefined, sources: report.sources };
+  // Provenance of the new dir from the same builder as its files' metadata: the score dir's plus the selection.
+  const views = setProvenance(set, Object.fromEntries(selectMeta));
+  if (compact) {
+    // Not a score dir (no completion records: rho verify and resume tools must not take it for one).
+    const files = written.map((w) => ({ file: w.rel, rows: w.rows, bytes: w.bytes, sha256: w.sha256, score_file: w.from }));
+    const m = { schema_version: Number(views.flat['rho.schema_version']), layout: 'compact', scores: { path: set.root, resolved_path: resolvedPath(set.root) }, ...views.manifestFields, provenance: views.flat, files, selection };
+    writeFileSync(dst(LAYOUT.manifest), JSON.stringify(m, null, 2) + '\n');
+    writeFileSync(dst('_rho/select.json'), JSON.stringify(selection, null, 2) + '\n');
+    return;
+  }
   if (existsSync(src(LAYOUT.config))) copyFileSync(src(LAYOUT.config), dst(LAYOUT.config));
   for (const rel of listAll(set.root, LAYOUT.rejectsDir)) copyFileSync(src(rel), dst(rel));
   for (const rel of listAll(set.root, LAYOUT.doneDir)) {
@@ -320,16 +348,24 @@ function copyBookkeeping(set: ScoreSet, tmp: string, written: { rel: string; fro
     if (!w) continue; // a record without its data file stays behind: the new dir only vouches for files it has
     writeFileSync(dst(rel), JSON.stringify({ ...rec, file: w.rel, bytes: w.bytes, sha256: w.sha256 }, null, 2) + '\n');
   }
-  const selection = { ...report, wall_seconds: undefined, sources: report.sources };
   if (set.manifest) {
     const m: Manifest & { selection?: unknown } = {
       ...set.manifest,
+      ...views.manifestFields,
+      provenance: views.flat,
       files: set.manifest.files.filter((f) => byFrom.has(f.file)).map((f) => { const w = byFrom.get(f.file)!; return { ...f, file: w.rel, bytes: w.bytes, sha256: w.sha256 }; }),
       selection,
     };
     writeFileSync(dst(LAYOUT.manifest), JSON.stringify(m, null, 2) + '\n');
   }
   writeFileSync(dst('_rho/select.json'), JSON.stringify(selection, null, 2) + '\n');
+}
+
+/** Rows of a score file (Parquet: from the footer; Arrow IPC: counted). */
+async function fileRows(file: ScoreFile): Promise<number> {
+  let n = 0;
+  for await (const b of fileBatches(file, [COL.row])) n += b.numRows;
+  return n;
 }
 
 /** Every file under `prefix` of `root` (recursive), as paths relative to `root`. */

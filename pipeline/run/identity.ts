@@ -5,6 +5,7 @@ import { LAYOUT } from '../../schemas/layout.js';
 import { ConfigError } from '../../schemas/errors.js';
 import type { OutputStore } from '../../schemas/store.js';
 import type { OutputFormat } from '../../stages/write.js';
+import type { ScoreDtype } from '../../schemas/score-dtype.js';
 
 export interface RunIdentity {
   schema_version: number;
@@ -18,6 +19,10 @@ export interface RunIdentity {
   id_field: string | null;
   unit_docs: number;
   format: OutputFormat;
+  /** Names of the document stages before tokenize (API only; absent when there are none). */
+  transforms?: string[];
+  /** Present only when not float32, so float32 dirs written before the option existed stay resumable. */
+  score_dtype?: ScoreDtype;
 }
 
 /** Record the run identity in the output dir, or refuse a dir made with another one. */

@@ -4,18 +4,10 @@
 import { LAYOUT, recordKey, shardKey, type CompletionRecord } from '../../schemas/layout.js';
 import type { OutputStore } from '../../schemas/store.js';
 import type { InputShard } from '../io/inputs.js';
-import { combinedProvenance } from '../../schemas/contract.js';
+import { provenanceViews } from '../../schemas/contract.js';
 import type { ShardAccount, Manifest } from '../../schemas/manifest.js';
 
 export type { ShardAccount, Manifest };
-
-/** The provenance keys as top-level manifest fields with parsed values: rho_version, models, tokenizer, context, stride, special_tokens, inputs. */
-function provenanceFields(p: Record<string, string>): Record<string, unknown> {
-  const parsed = JSON.parse(combinedProvenance(new Map(Object.entries(p)))) as Record<string, unknown>;
-  const { schema_version: _sv, version, ...rest } = parsed;
-  void _sv;
-  return { rho_version: version, ...rest };
-}
 
 export async function readCompletionRecords(store: OutputStore): Promise<CompletionRecord[]> {
   const out: CompletionRecord[] = [];
@@ -49,7 +41,8 @@ export async function buildManifest(store: OutputStore, opts: { provenance: Reco
     a.scored_tokens += r.scored_tokens;
   }
   const shards = [...bySource.values()];
-  const provenance = { ...opts.provenance, 'rho.inputs': JSON.stringify(opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes }))) };
+  const views = provenanceViews({ ...opts.provenance, 'rho.inputs': JSON.stringify(opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes }))) });
+  const provenance = views.flat;
   const totals = { shards: shards.length, bytes: 0, units_done: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
   for (const a of shards) {
     totals.bytes += a.bytes;
@@ -62,7 +55,7 @@ export async function buildManifest(store: OutputStore, opts: { provenance: Reco
   }
   return {
     schema_version: Number(opts.provenance['rho.schema_version']),
-    ...provenanceFields(provenance),
+    ...views.manifestFields,
     provenance,
     config_sha256: opts.configSha,
     shards,

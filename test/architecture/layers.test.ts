@@ -15,11 +15,12 @@ export const LAYERS: { group: string; rank: number }[] = [
   { group: 'pipeline/jobs', rank: 5 },
   { group: 'inspect', rank: 5 },
   { group: 'pipeline/launch', rank: 6 },
-  { group: 'index.ts', rank: 7 },
-  { group: 'bin', rank: 8 },
-  { group: 'examples', rank: 9 },
+  { group: 'api', rank: 7 },
+  { group: 'index.ts', rank: 8 },
+  { group: 'bin', rank: 9 },
+  { group: 'examples', rank: 10 },
 ];
-const CHECKED = ['schemas', 'model', 'stages', 'pipeline', 'inspect', 'bin', 'examples', 'index.ts'];
+const CHECKED = ['schemas', 'model', 'stages', 'pipeline', 'inspect', 'api', 'bin', 'examples', 'index.ts'];
 
 function groupOf(rel: string): { group: string; rank: number } | null {
   let best: { group: string; rank: number } | null = null;

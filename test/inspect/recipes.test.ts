@@ -76,13 +76,24 @@ for (const [recipe, metric] of [['loss-quantiles', 'ref_loss'], ['excess-quantil
   });
 }
 
-test('DuckDB threshold-60 recipe = rho stats top-60% threshold of excess loss', async (t) => {
+test('DuckDB threshold-60 recipe = rho stats 60% cut of excess loss (the high side)', async (t) => {
   const rows = await duck(sql('threshold-60'));
   t.is(rows.length, 4);
   for (const row of rows) {
     const m = group(stats, String(row.grp)).metrics.excess_loss;
     t.is(m.count, Number(row.n));
     t.is(m.thresholds['0.6'], Number(row.threshold), `threshold of ${row.grp}`);
+  }
+});
+
+test('DuckDB ref-loss-cut-60 recipe = rho stats 60% cut of the reference loss (the low side select --by ref_loss keeps)', async (t) => {
+  const rows = await duck(sql('ref-loss-cut-60'));
+  t.is(rows.length, 4);
+  for (const row of rows) {
+    const m = group(stats, String(row.grp)).metrics.ref_loss;
+    t.is(m.count, Number(row.n));
+    t.is(m.thresholds['0.6'], Number(row.threshold), `threshold of ${row.grp}`);
+    t.is(m.cuts['0.6'].kept_side, 'at_or_below');
   }
 });
 

@@ -17,7 +17,7 @@ import { Progress } from '../../run/progress.js';
 import { Findings, DATA_FILE, text, type RunIdentityView, type ShardSeen, type VerifyOptions, type VerifyReport } from './report.js';
 import { parseRecord, checkUnit, checkRejects } from './records.js';
 import { readManifest, manifestInputs, checkManifest } from './manifest.js';
-import { checkInput } from './inputs.js';
+import { checkInput, fileToCheck, sourceToCheck } from './inputs.js';
 import { INPUTS_DIR, readShardEntry } from '../../io/input-checks.js';
 
 export type { Severity, Finding, VerifyOptions, VerifyReport } from './report.js';
@@ -242,9 +242,10 @@ async function checkData(store: OutputStore, shards: Map<string, ShardSeen>, rec
 async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: string; bytes: number }[], config: RunIdentityView, opts: VerifyOptions, f: Findings, report: VerifyReport, store: OutputStore, manifest: Manifest | null): Promise<void> {
   const resolve = (source: string) => (opts.inputsBase && !isAbsolute(source) && !source.includes('://') ? join(opts.inputsBase, source) : source);
   // s3:// inputs are read through the S3 opener (a missing key is then a read error, reported per shard).
-  const reachable = (p: string) => isS3Uri(p) || (existsSync(p) && statSync(p).isFile());
+  const given = new Map((opts.sources ?? []).map((src) => [src.name, src]));
+  const reachable = (p: string) => given.has(p) || isS3Uri(p) || (existsSync(p) && statSync(p).isFile());
   const sources = [...shards.keys()];
-  const unreachable = sources.filter((src) => !reachable(resolve(src)));
+  const unreachable = sources.filter((src) => !given.has(src) && !reachable(resolve(src)));
   report.inputs.unreachable = unreachable;
   if (opts.inputs === true) {
     for (const src of unreachable) f.error('input', src, `input not reachable at ${resolve(src)}; pass --inputs-base DIR (the directory rho score ran in) or --no-inputs`);
@@ -253,8 +254,10 @@ async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: 
     const bytesBySource = new Map(inputList.map((i) => [i.source, i.bytes]));
     for (const s of shards.values()) {
       if (unreachable.includes(s.source)) continue;
-      const entry = await readShardEntry(store, keyOfShard(s, manifest));
-      await checkInput(resolve(s.source), s, config, bytesBySource.get(s.source), f, await openerFor(s.source, opts.s3), opts.s3, entry?.input);
+      const src = given.get(s.source);
+      const input = src ? sourceToCheck(src) : fileToCheck(resolve(s.source), config, await openerFor(s.source, opts.s3), opts.s3);
+      const entry = src ? null : await readShardEntry(store, keyOfShard(s, manifest));
+      await checkInput(input, s, config, bytesBySource.get(s.source), f, entry?.input);
       report.inputs.checked.push(s.source);
     }
   }

@@ -1,7 +1,9 @@
 // What verify reports: findings (errors and warnings, each naming its check, file, row and field) and the
 // counts of what was checked. Shared by the checks in this folder.
+import type { ScoreDtype } from '../../../schemas/score-dtype.js';
 import type { OutputFormat } from '../../../stages/write.js';
 import type { S3Options } from '../../io/s3.js';
+import type { DocumentSource } from '../../../schemas/types.js';
 import type { CompletionRecord } from '../../../schemas/layout.js';
 
 export type Severity = 'error' | 'warning';
@@ -27,6 +29,8 @@ export interface VerifyOptions {
   progress?: boolean;
   /** Settings for s3:// inputs (the output store is passed to verifyOutput). */
   s3?: S3Options;
+  /** Document sources the output was scored from (matched by name): re-read like files. */
+  sources?: DocumentSource[];
 }
 
 export interface VerifyReport {
@@ -52,6 +56,7 @@ export interface RunIdentityView {
   id_field: string | null;
   unit_docs: number;
   format: OutputFormat;
+  score_dtype?: ScoreDtype;
 }
 
 /** Float tolerance: values are float32; a log-prob can only exceed 0 by rounding. */

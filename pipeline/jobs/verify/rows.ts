@@ -3,6 +3,7 @@
 import type { Data, Table } from 'apache-arrow';
 import { COL, entropyColumn, isUnscoredPosition, lossMeanColumn, logprobColumn, IGNORE_INDEX } from '../../../schemas/contract.js';
 import { LAYOUT, type CompletionRecord } from '../../../schemas/layout.js';
+import { SCORE_DTYPE_ERROR, floatValues } from '../../../schemas/score-dtype.js';
 import { LOGPROB_MAX, LOSS_MEAN_RTOL, type Findings, type RunIdentityView, type ShardSeen, type VerifyReport } from './report.js';
 
 export function isValid(d: Data, i: number): boolean {
@@ -58,7 +59,7 @@ export function checkRows(rel: string, table: Table, rec: CompletionRecord, conf
         const lOff = lp.valueOffsets as Int32Array;
         if (lOff[i + 1] - lOff[i] !== n) continue; // reported below with the other list columns
         const child = lp.children[0];
-        const vals = child.values as Float32Array;
+        const vals = floatValues(child);
         let sum = 0;
         let count = 0;
         for (let j = lOff[i]; j < lOff[i + 1]; j++) {
@@ -75,7 +76,9 @@ export function checkRows(rel: string, table: Table, rec: CompletionRecord, conf
           f.error('loss_mean', rel, `${field} is null but ${count} tokens are scored`, { row, field });
         } else {
           const mean = sum / count;
-          if (!(Math.abs(lm - mean) <= LOSS_MEAN_RTOL * Math.abs(mean) + 1e-6)) {
+          // loss_mean comes from the full-precision scores; the stored list may be rounded (--score-dtype).
+          const err = SCORE_DTYPE_ERROR[config.score_dtype ?? 'float32'];
+          if (!(Math.abs(lm - mean) <= (LOSS_MEAN_RTOL + err.rel) * Math.abs(mean) + 1e-6 + err.abs)) {
             f.error('loss_mean', rel, `${field} is ${lm}, the mean of -${logprobColumn(m)} over ${count} scored tokens is ${mean}`, { row, field });
           }
         }
@@ -89,7 +92,7 @@ export function checkRows(rel: string, table: Table, rec: CompletionRecord, conf
           continue;
         }
         const child = l.data.children[0];
-        const vals = child.values as Float32Array;
+        const vals = floatValues(child);
         for (let p = 0; p < n; p++) {
           const j = off[i] + p;
           const valid = isValid(child, j);

@@ -48,7 +48,7 @@ export function checkMetadata(rel: string, schema: Schema, rec: CompletionRecord
 
 /** Contract columns and types; returns false when the rows cannot be checked. */
 export function checkSchema(rel: string, schema: Schema, config: RunIdentityView, f: Findings): boolean {
-  const expected = scoreSchema(config.models.map((m) => m.name), { entropy: config.entropy });
+  const expected = scoreSchema(config.models.map((m) => m.name), { entropy: config.entropy, scoreDtype: config.score_dtype });
   const optional = new Map(selectFields().map((x) => [x.name, x]));
   const have = new Map(schema.fields.map((x) => [x.name, x]));
   let ok = true;
