@@ -129,7 +129,9 @@ export function tokenizeStage(tokenizer: TextTokenizer, opts: TokenizeStageOptio
       chunk = [];
       chars = 0;
       const tokenized = await tokenizer.encode(c.map((it) => ({ ...it.doc, docSeq: nextSeq++ })));
-      for (let i = 0; i < c.length; i++) yield { kind: 'doc', unit: c[i].unit, doc: tokenized[i] };
+      // The raw text is not needed past this point (the output holds token ids): drop it, so a unit in flight
+      // holds ids and scores, not also its text.
+      for (let i = 0; i < c.length; i++) yield { kind: 'doc', unit: c[i].unit, doc: { ...tokenized[i], text: '' } };
       ctx.crashPoint('tokenized');
     }
     for await (const it of input) {

@@ -153,13 +153,13 @@ export function refuseOutputInsideInput(input: string, output: string): void {
 }
 
 /**
- * Before anything is committed: the text (and id) field must be present in the first records of every
- * shard. A shard whose first records all lack it is a mistyped --text-field, not bad data: exit 2, naming
- * the shard and the fields that are there.
+ * Before anything is committed: the text (and id) field is looked up in the first records of every shard.
+ * When no shard has it, the flag is mistyped: exit 2, naming the shards, before anything is written.
  */
 export async function probeFields(shards: { source: string }[], opts: { textField: string; idField?: string; s3?: S3Options; records?: number }): Promise<void> {
   const want = opts.records ?? 8;
   const problems: string[] = [];
+  let withRecords = 0;
   let next = 0;
   const worker = async () => {
     while (next < shards.length) {
@@ -183,13 +183,18 @@ export async function probeFields(shards: { source: string }[], opts: { textFiel
       } finally {
         await gen.return(undefined);
       }
+      if (seen > 0) withRecords++;
       if (seen > 0 && missing === seen) {
         problems.push(`${s.source}: none of its first ${seen} record(s) has the ${field === opts.textField ? '--text-field' : '--id-field'} "${field}"`);
       }
     }
   };
   await Promise.all(Array.from({ length: Math.min(8, shards.length) }, worker));
-  if (problems.length) throw new ConfigError(`${problems.join('\n')}\ncheck --text-field/--id-field (nothing was written)`);
+  if (problems.length === 0) return;
+  // No shard that has records has the field: a mistyped flag, not bad data (exit 2 before anything is
+  // written). Some shards without it: those are bad inputs, rejected row by row like any bad record.
+  if (problems.length === withRecords) throw new ConfigError(`${problems.join('\n')}\ncheck --text-field/--id-field (nothing was written)`);
+  process.stderr.write(`rho: warning: ${problems.join('; ')}; their records will be rejected\n`);
 }
 
 /**
