@@ -6,7 +6,7 @@
 import test from 'ava';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { s3Client } from '../../pipeline/io/s3.js';
 import { openOutputStore } from '../../pipeline/io/open.js';
 import { exitCodeOf, EXIT } from '../../schemas/errors.js';
@@ -79,3 +79,17 @@ for (const output of ['local', 's3'] as const) {
     t.is(v.inputs.checked.length, 3);
   });
 }
+
+test.serial('an input object deleted after scoring is a verify finding naming it, not a crash', async (t) => {
+  const g = need(t, rgw);
+  if (!g) return;
+  await admin.send(new PutObjectCommand({ Bucket: 'tr-in', Key: 'gone/x.jsonl', Body: shard('x') }));
+  const out = join(tmp('rho-gone-'), 'out');
+  await score({ inputs: ['s3://tr-in/gone/x.jsonl'], output: out, context: 16, unitDocs: 100, s3: { endpoint: g.endpoint } });
+  await admin.send(new DeleteObjectCommand({ Bucket: 'tr-in', Key: 'gone/x.jsonl' }));
+  const v = await verifyOutput(out, { inputs: true, s3: { endpoint: g.endpoint } });
+  t.false(v.ok);
+  const finding = v.errors.find((e) => e.check === 'input' && e.file === 's3://tr-in/gone/x.jsonl');
+  t.truthy(finding, JSON.stringify(v.errors));
+  t.regex(finding!.message, /cannot be read .*no such object/);
+});
