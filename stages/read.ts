@@ -6,7 +6,7 @@
 // as a reject.
 import { createReadStream, openAsBlob } from 'node:fs';
 import { createGunzip } from 'node:zlib';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { RecordBatchReader, tableFromIPC, DataType, type RecordBatch, type Vector } from 'apache-arrow';
@@ -78,24 +78,33 @@ export async function* readDocuments(src: DocumentSource): AsyncGenerator<ReadIt
   }
 }
 
-function zstdStream(): Transform {
-  let push: (chunk: Uint8Array) => void = () => {};
-  const decoder = new ZstdDecompress((chunk) => push(chunk));
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      push = (c) => this.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
-      try { decoder.push(chunk); cb(); } catch (e) { cb(e as Error); }
-    },
-    flush(cb: TransformCallback) {
-      push = (c) => this.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
-      try {
-        decoder.push(new Uint8Array(0), true);
-        cb();
-      } catch (e) {
-        cb(new Error(`truncated or corrupt zstd stream (${(e as Error).message})`));
-      }
-    },
-  });
+/** Decoded bytes one push into the zstd decoder should produce. fzstd decodes synchronously everything a push
+ * completes, so handing it whole 1 MiB reads of highly compressible text (500:1) put 500 MiB in memory at once;
+ * the input is therefore cut into slices sized by the ratio seen so far (1-64 KiB). */
+const ZSTD_OUT_PER_PUSH = 1 << 20;
+
+/** zstd decoding with memory bounded by one slice's output: pulled, so nothing is decoded before it is wanted. */
+async function* zstdChunks(input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  let out: Buffer[] = [];
+  let fed = 0;
+  let decoded = 0;
+  const decoder = new ZstdDecompress((c) => { decoded += c.byteLength; out.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength)); });
+  for await (const chunk of input) {
+    for (let i = 0; i < chunk.length;) {
+      const ratio = fed > 0 ? Math.max(1, decoded / fed) : 64;
+      const slice = Math.min(64 << 10, Math.max(1 << 10, Math.floor(ZSTD_OUT_PER_PUSH / ratio)));
+      decoder.push(chunk.subarray(i, i + slice));
+      fed += Math.min(slice, chunk.length - i);
+      i += slice;
+      if (out.length) { const o = out; out = []; yield* o; }
+    }
+  }
+  try {
+    decoder.push(new Uint8Array(0), true);
+  } catch (e) {
+    throw new Error(`truncated or corrupt zstd stream (${(e as Error).message})`);
+  }
+  yield* out;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -124,11 +133,13 @@ async function* jsonlLines(source: string, compression: 'gzip' | 'zstd' | null, 
   if (compression) {
     // Errors of the file go to the decompressor (so the loop below ends) and are remembered as transport
     // errors; errors of the decompressor (corrupt data) stay content errors.
-    const dec = compression === 'gzip' ? createGunzip() : zstdStream();
-    raw.stream.on('error', (e: Error) => dec.destroy(e));
-    dec.on('error', () => raw.stream.destroy());
-    raw.stream.pipe(dec);
-    input = dec;
+    if (compression === 'gzip') {
+      const dec = createGunzip();
+      raw.stream.on('error', (e: Error) => dec.destroy(e));
+      dec.on('error', () => raw.stream.destroy());
+      raw.stream.pipe(dec);
+      input = dec;
+    } else input = Readable.from(zstdChunks(raw.stream));
   }
   // The unfinished line as a list of pieces: a line spanning many chunks is joined once (linear time).
   let pieces: Buffer[] = [];

@@ -2,6 +2,9 @@
 // session.run blocks the event loop in onnxruntime-node 1.30, so it runs here, off the main thread.
 // Requests are processed strictly in arrival order; every request gets exactly one reply (result or error).
 
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import type { PreparedModel } from '../model/prepare.js';
@@ -23,6 +26,8 @@ export interface WorkerScores {
   logprob: Float32Array;
   entropy?: Float32Array;
   vocabSize: number;
+  /** Only on a session's first run: how many graph nodes each execution provider ran (from onnxruntime's profile). */
+  providers?: Record<string, number>;
 }
 
 export type WorkerReply =
@@ -37,6 +42,19 @@ export const WEBGPU_MISSING = 'the WebGPU execution provider could not start: it
 interface Loaded {
   model: WorkerModel;
   session: ort.InferenceSession;
+  /** Folder of the profile of the session's first run (which provider ran each node); null once read. */
+  profileDir: string | null;
+}
+
+/** Nodes per execution provider in an onnxruntime profile (events of category "Node" carry args.provider). */
+function providersOf(profileDir: string): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const f of readdirSync(profileDir).filter((n) => n.endsWith('.json'))) {
+    for (const e of JSON.parse(readFileSync(join(profileDir, f), 'utf8')) as { cat?: string; args?: { provider?: string } }[]) {
+      if (e.cat === 'Node' && e.args?.provider) counts[e.args.provider] = (counts[e.args.provider] ?? 0) + 1;
+    }
+  }
+  return counts;
 }
 
 let sessions: Loaded[] = [];
@@ -49,15 +67,19 @@ async function init(req: Extract<WorkerRequest, { type: 'init' }>): Promise<void
   else opts.executionProviders = ['cpu'];
   for (const model of req.models) {
     let session: ort.InferenceSession;
+    // Profiling is on for the first run only (ended right after it), to report the provider that ran each node.
+    const profileDir = mkdtempSync(join(tmpdir(), 'rho-ep-'));
     try {
-      session = await ort.InferenceSession.create(model.preparedPath, opts);
+      session = await ort.InferenceSession.create(model.preparedPath, { ...opts, enableProfiling: true, profileFilePrefix: join(profileDir, 'run') });
     } catch (e) {
       const msg = (e as Error).message;
       if (req.device === 'cuda') throw new Error(`--device cuda failed for model ${model.name} (${model.preparedPath}): ${CUDA_MISSING}. onnxruntime said: ${msg}`);
       if (req.device === 'webgpu') throw new Error(`--device webgpu failed for model ${model.name} (${model.preparedPath}): ${WEBGPU_MISSING}. onnxruntime said: ${msg}`);
       throw new Error(`cannot load model ${model.name} (${model.preparedPath}): ${msg}`);
+    } finally {
+      if (!session!) rmSync(profileDir, { recursive: true, force: true });
     }
-    sessions.push({ model, session });
+    sessions.push({ model, session, profileDir });
   }
 }
 
@@ -96,13 +118,22 @@ export function feeds(m: WorkerModel, rows: number, width: number, tokens: Int32
 async function score(req: Extract<WorkerRequest, { type: 'score' }>): Promise<{ scores: Record<string, WorkerScores>; transfer: ArrayBuffer[] }> {
   const scores: Record<string, WorkerScores> = {};
   const transfer: ArrayBuffer[] = [];
-  for (const { model, session } of sessions) {
+  for (const loaded of sessions) {
+    const { model, session } = loaded;
     const out = await session.run(feeds(model, req.rows, req.width, req.tokens, req.lengths));
+    let providers: Record<string, number> | undefined;
+    if (loaded.profileDir) {
+      session.endProfiling();
+      providers = providersOf(loaded.profileDir);
+      rmSync(loaded.profileDir, { recursive: true, force: true });
+      loaded.profileDir = null;
+    }
     const lp = out['rho_logprob'];
     const vs = out['rho_vocab_size'];
     if (!lp || !vs) throw new Error(`model ${model.name}: prepared graph did not return rho_logprob / rho_vocab_size`);
     const logprob = lp.data as Float32Array;
     const s: WorkerScores = { logprob, vocabSize: Number((vs.data as BigInt64Array)[0]) };
+    if (providers) s.providers = providers;
     transfer.push(logprob.buffer as ArrayBuffer);
     if (model.entropy) {
       const ent = out['rho_entropy'];
@@ -130,7 +161,10 @@ async function handle(req: WorkerRequest): Promise<void> {
         return;
       }
       case 'close':
-        for (const s of sessions) await s.session.release();
+        for (const s of sessions) {
+          await s.session.release();
+          if (s.profileDir) rmSync(s.profileDir, { recursive: true, force: true });
+        }
         sessions = [];
         port.postMessage({ type: 'ok', id: req.id } satisfies WorkerReply);
         return;

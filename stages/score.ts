@@ -60,6 +60,8 @@ export interface Scorer {
 
 export class OnnxScorer implements Scorer {
   readonly vocabSizes = new Map<string, number>();
+  /** Per model: graph nodes run by each onnxruntime execution provider in the opening probe (from its profile). */
+  readonly nodeProviders = new Map<string, Record<string, number>>();
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private failure: Error | null = null;
@@ -126,6 +128,16 @@ export class OnnxScorer implements Scorer {
       for (const m of opts.models) {
         const v = probe[m.name]!.vocabSize;
         scorer.vocabSizes.set(m.name, v);
+        const providers = probe[m.name]!.providers ?? {};
+        scorer.nodeProviders.set(m.name, providers);
+        // onnxruntime adds the CPU provider behind any other for nodes it cannot place: a session that put no node
+        // on the requested device is a CPU run in disguise, so it is refused.
+        if (opts.device !== 'cpu' && !Object.keys(providers).some((p) => p.toLowerCase().startsWith(opts.device))) {
+          throw new Error(
+            `--device ${opts.device}: onnxruntime ran no node of model "${m.name}" (${m.sourcePath}) on the ${opts.device} provider ` +
+              `(nodes per provider: ${JSON.stringify(providers)}); refusing a silent CPU fallback`,
+          );
+        }
         if (opts.tokenizerVocabSize > v) {
           throw new Error(
             `tokenizer vocabulary (${opts.tokenizerVocabSize} tokens) is larger than the vocabulary of model "${m.name}" ` +

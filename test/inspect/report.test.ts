@@ -6,8 +6,7 @@
 // `rho report A B` on two dirs (the fixtures scored by two reference models). A screenshot of each section is
 // kept as a test artifact (RHO_TEST_ARTIFACTS, default <tmp>/rho-test-artifacts).
 import test, { type ExecutionContext } from 'ava';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -16,27 +15,17 @@ import { Tokenizer } from 'tokenizers';
 import { runSelect } from '../../pipeline/jobs/select.js';
 import { scoredDir, rho, duck, sourceTexts, utf16Index, SHARDS } from './_fixture.js';
 import { tmp, TOKENIZER, score, modelPath, shardPath } from '../helpers.js';
+import { findBin, requires } from '../requirements.js';
 import type { Stats } from '../../inspect/stats.js';
 
 const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const C = 64;
 const S = 32;
 
-/** Debian's chromium: found, or installed with apt-get when we are root (never a browser download). */
-function findChromium(): { path: string | null; why: string } {
-  const candidates = ['/usr/bin/chromium', '/usr/bin/chromium-browser'];
-  const found = candidates.find((p) => existsSync(p));
-  if (found) return { path: found, why: '' };
-  if (process.getuid?.() !== 0) return { path: null, why: 'chromium is not installed and we are not root to apt-get install it (apt-get install chromium)' };
-  console.error('report.test: installing Debian chromium (apt-get install -y chromium)...');
-  const r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', 'chromium'], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  const after = candidates.find((p) => existsSync(p));
-  return after ? { path: after, why: '' } : { path: null, why: `apt-get install chromium failed (exit ${r.status})` };
-}
-
-const browser = findChromium();
-// A missing browser fails the test with the install hint, unless skips are allowed explicitly.
-const maybe = browser.path || process.env.RHO_ALLOW_SKIP !== '1' ? test.serial : test.skip;
+// Debian's chromium (never a browser download); `npm test` installs it (test/requirements.json). Missing: the
+// browser tests fail with the install hint, or are ava skips with RHO_ALLOW_SKIP=1.
+const maybe = requires('chromium').serial;
+const CHROMIUM = findBin('chromium') ?? '';
 
 const SAMPLES = 4;
 let sel = '';
@@ -75,9 +64,8 @@ test('the HTML files are self-contained: no script, no external reference, a CSP
 });
 
 async function open(t: ExecutionContext, file: string, body: (page: Page) => Promise<void>): Promise<void> {
-  if (!browser.path) { t.fail(`no chromium: ${browser.why} (RHO_ALLOW_SKIP=1 skips this test)`); return; }
   const profile = mkdtempSync(join(tmpdir(), 'rho-chromium-profile-'));
-  const ctx = await chromium.launchPersistentContext(profile, { executablePath: browser.path, headless: true, args: CHROMIUM_FLAGS, viewport: { width: 1100, height: 900 } });
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS, viewport: { width: 1100, height: 900 } });
   try {
     const page = ctx.pages()[0] ?? await ctx.newPage();
     const problems: string[] = [];

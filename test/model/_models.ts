@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import ort from 'onnxruntime-node';
 import type { PreparedModel } from '../../model/prepare.js';
+import { missing } from '../requirements.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const FIXTURE_MODELS = path.join(REPO, 'fixtures', 'models');
@@ -91,32 +92,34 @@ onnx.save_model(m, f'{out}/llama-ext/model.onnx', save_as_external_data=True, al
 print('ok')
 `;
 
-let generated: Promise<string | null> | null = null;
+let generated: Promise<{ dir: string } | { error: string }> | null = null;
 
-/** Generate the fallback models once per process (about 2 s); null if python/torch/onnx are unavailable. */
-function generate(): Promise<string | null> {
+/** Generate the models that are not committed (llama-op11, nologits) once per process, about 2 s. */
+function generate(): Promise<{ dir: string } | { error: string }> {
   generated ??= (async () => {
+    const noPython = missing('python');
+    if (noPython) return { error: noPython };
     const dir = tmpDir('rho-model-test-');
     writeFileSync(path.join(dir, 'make.py'), MAKE_PY);
     try {
       await promisify(execFile)('/usr/bin/python3', [path.join(dir, 'make.py'), dir], { timeout: 120_000 });
-      return dir;
+      return { dir };
     } catch (e) {
-      console.error(`!!! could not generate test models with /usr/bin/python3: ${(e as Error).message}`);
-      return null;
+      return { error: `/usr/bin/python3 make.py failed: ${(e as Error).message}` };
     }
   })();
   return generated;
 }
 
-/** Where a model of this kind is: the committed fixture if present, else a generated one; null when neither exists. */
-export async function modelPath(kind: Kind): Promise<{ path: string; source: 'fixture' | 'generated' } | null> {
+/** Where a model of this kind is: the committed fixture if present, else a generated one; an error naming what is missing otherwise. */
+export async function modelPath(kind: Kind): Promise<{ path: string; source: 'fixture' | 'generated' }> {
   const fx = path.join(FIXTURE_MODELS, kind, 'model.onnx');
   if (existsSync(fx)) return { path: fx, source: 'fixture' };
-  const dir = await generate();
-  if (!dir) return null;
-  const p = path.join(dir, kind, 'model.onnx');
-  return existsSync(p) ? { path: p, source: 'generated' } : null;
+  const g = await generate();
+  if ('error' in g) throw new Error(`no ${kind} model: fixtures/models/${kind} is not committed and it could not be generated: ${g.error}`);
+  const p = path.join(g.dir, kind, 'model.onnx');
+  if (!existsSync(p)) throw new Error(`no ${kind} model: make.py did not write ${p}`);
+  return { path: p, source: 'generated' };
 }
 
 const created: string[] = [];

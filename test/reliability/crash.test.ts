@@ -3,7 +3,7 @@
 // uninterrupted run, byte for byte. Two runners on one dir must write every unit exactly once.
 import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
-import { readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { ROOT, RHO, TOKENIZER, CACHE, modelPath, shardPath, tmp } from '../helpers.js';
 
@@ -46,10 +46,13 @@ function snapshot(dir: string): Map<string, string> {
 
 let reference: Map<string, string>;
 let referenceUnits = 0;
+let referenceMs = 0;
 
 test.before(async () => {
   const out = tmp();
+  const t0 = Date.now();
   const r = await rho(args(out));
+  referenceMs = Date.now() - t0;
   if (r.code !== 0) throw new Error(`reference run failed: ${r.stderr}`);
   reference = snapshot(out);
   referenceUnits = [...reference.keys()].filter((k) => k.startsWith('_rho/done/')).length;
@@ -84,20 +87,29 @@ test('SIGKILL at 14 fail points, then a rerun: byte-identical to an uninterrupte
 });
 
 test('SIGKILL from outside at random times, then a rerun: byte-identical', async (t) => {
-  // Seeded, so a failure reproduces: delays spread over start-up, scoring and writing.
+  // Seeded, so a failure reproduces. Delays spread over an uninterrupted run's duration (start-up, scoring,
+  // writing); a kill that would come after the run already finished is retried with half the delay, and the test
+  // asserts that every kill landed before completion (else it would only test resuming a finished dir).
   let seed = 12345;
   const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
   for (let i = 0; i < 4; i++) {
-    const out = tmp();
-    const delay = 800 + rand() * 2500;
-    await new Promise<void>((resolve) => {
-      const child = spawn(RHO, args(out), { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE }, stdio: 'ignore' });
-      const timer = setTimeout(() => child.kill('SIGKILL'), delay);
-      child.on('exit', () => { clearTimeout(timer); resolve(); });
-    });
+    let delay = (0.1 + 0.8 * rand()) * referenceMs;
+    let out = '';
+    let killed = false;
+    for (let attempt = 0; attempt < 6 && !killed; attempt++, delay /= 2) {
+      out = tmp();
+      killed = await new Promise<boolean>((resolve) => {
+        const child = spawn(RHO, args(out), { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE }, stdio: 'ignore' });
+        const timer = setTimeout(() => child.kill('SIGKILL'), delay);
+        child.on('exit', (_code, signal) => { clearTimeout(timer); resolve(signal === 'SIGKILL'); });
+      });
+    }
+    t.true(killed, `run ${i}: the kill never landed before the run finished (last delay ${Math.round(delay * 2)} ms)`);
+    const doneAtKill = existsSync(join(out, '_rho', 'done')) ? snapshot(out).size : 0;
+    t.log(`run ${i}: killed after ${Math.round(delay * 2)} ms (uninterrupted run: ${referenceMs} ms); ${doneAtKill} of ${reference.size} files existed`);
     const rerun = await rho(args(out));
     t.is(rerun.code, 0, rerun.stderr);
-    sameAsReference(t, out, `random kill after ${Math.round(delay)} ms`);
+    sameAsReference(t, out, `random kill after ${Math.round(delay * 2)} ms`);
   }
 });
 

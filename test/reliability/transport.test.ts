@@ -16,10 +16,12 @@ import { LocalStore } from '../../pipeline/io/local.js';
 import { IncompleteRunError } from '../../pipeline/io/input-checks.js';
 import { startRadosgw, type Radosgw } from '../services/radosgw.js';
 import { startFaultProxy, type FaultProxy } from '../services/fault-proxy.js';
-import { startOrSkip, need } from '../scale/_services.js';
+import { startService, need, type Started } from '../scale/_services.js';
+import { requires } from '../requirements.js';
 import { score, tmp } from '../helpers.js';
 
-let rgw: { service: Radosgw | null; why: string | null };
+const withCeph = requires('ceph');
+let rgw: Started<Radosgw>;
 let proxy: FaultProxy;
 let admin: S3Client;
 const DOCS = 400;
@@ -27,7 +29,7 @@ const DOCS = 400;
 const shard = (tag: string) => Array.from({ length: DOCS }, (_, i) => JSON.stringify({ id: `${tag}${i}`, text: `${tag} document ${i}: ${'several words of text '.repeat(4)}` })).join('\n') + '\n';
 
 test.before(async () => {
-  rgw = await startOrSkip(startRadosgw);
+  rgw = await startService(['ceph'], startRadosgw);
   if (!rgw.service) return;
   Object.assign(process.env, rgw.service.env);
   admin = s3Client({ endpoint: rgw.service.endpoint });
@@ -43,9 +45,8 @@ test.after.always(async () => {
 });
 
 for (const output of ['local', 's3'] as const) {
-  test.serial(`a read that fails past the retries fails its shard (exit 1, named), never a reject; a rerun completes it (${output} output)`, async (t) => {
-    const g = need(t, rgw);
-    if (!g) return;
+  withCeph.serial(`a read that fails past the retries fails its shard (exit 1, named), never a reject; a rerun completes it (${output} output)`, async (t) => {
+    const g = need(rgw);
     const out = output === 'local' ? join(tmp('rho-transport-'), 'out') : `s3://tr-out/run-${Date.now()}`;
     // Few, fast retries: "past the retry budget" in milliseconds, not minutes.
     const s3 = { endpoint: proxy.endpoint, maxAttempts: 3, maxBackoffMs: 20 };
@@ -80,9 +81,8 @@ for (const output of ['local', 's3'] as const) {
   });
 }
 
-test.serial('an input object deleted after scoring is a verify finding naming it, not a crash', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph.serial('an input object deleted after scoring is a verify finding naming it, not a crash', async (t) => {
+  const g = need(rgw);
   await admin.send(new PutObjectCommand({ Bucket: 'tr-in', Key: 'gone/x.jsonl', Body: shard('x') }));
   const out = join(tmp('rho-gone-'), 'out');
   await score({ inputs: ['s3://tr-in/gone/x.jsonl'], output: out, context: 16, unitDocs: 100, s3: { endpoint: g.endpoint } });

@@ -9,19 +9,22 @@ import { LocalStore } from '../../pipeline/io/local.js';
 import { readShard } from '../../stages/read.js';
 import { startRadosgw, type Radosgw } from '../services/radosgw.js';
 import { startFaultProxy, type FaultProxy } from '../services/fault-proxy.js';
-import { startOrSkip, need } from './_services.js';
+import { startService, need, type Started } from './_services.js';
+import { requires } from '../requirements.js';
+
+const withCeph = requires('ceph');
 import { execFile } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { CACHE, RHO, TOKENIZER, modelPath, score, shardPath, tmp } from '../helpers.js';
 
-let rgw: { service: Radosgw | null; why: string | null };
+let rgw: Started<Radosgw>;
 let admin: S3Client;
 const SHARDS = ['clean.jsonl', 'noisy.jsonl.gz', 'mixed.jsonl.zst', 'mixed.parquet', 'mixed.arrow'];
 
 test.before(async () => {
   const t0 = Date.now();
-  rgw = await startOrSkip(startRadosgw);
+  rgw = await startService(['ceph'], startRadosgw);
   if (!rgw.service) return;
   process.stderr.write(`radosgw started in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   Object.assign(process.env, rgw.service.env);
@@ -38,9 +41,8 @@ test.after.always(async () => {
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array | null) => (b === null ? null : new TextDecoder().decode(b));
 
-test('S3Store: write, read, list, exists, remove; list is relative to the prefix and recursive', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('S3Store: write, read, list, exists, remove; list is relative to the prefix and recursive', async (t) => {
+  const g = need(rgw);
   const store = new S3Store('s3://rho-out/basic/run', { endpoint: g.endpoint });
   await store.checkWritable();
   t.true(store.conditionalWrites, 'radosgw honours If-None-Match: *');
@@ -60,9 +62,8 @@ test('S3Store: write, read, list, exists, remove; list is relative to the prefix
   t.is(store.root, 's3://rho-out/basic/run');
 });
 
-test('S3Store: createExclusive wins once; the loser sees false and the winner\'s bytes stay', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('S3Store: createExclusive wins once; the loser sees false and the winner\'s bytes stay', async (t) => {
+  const g = need(rgw);
   const store = new S3Store('s3://rho-out/excl', { endpoint: g.endpoint });
   const results = await Promise.all(['A', 'B', 'C', 'D'].map((who) => store.createExclusive('_rho/claims/u.g0.json', bytes(who))));
   t.is(results.filter(Boolean).length, 1);
@@ -70,9 +71,8 @@ test('S3Store: createExclusive wins once; the loser sees false and the winner\'s
   t.is(text(await store.read('_rho/claims/u.g0.json')), winner);
 });
 
-test('S3Store: data files over the part size go up as a multipart upload and read back byte for byte', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('S3Store: data files over the part size go up as a multipart upload and read back byte for byte', async (t) => {
+  const g = need(rgw);
   const store = new S3Store('s3://rho-out/multi', { endpoint: g.endpoint, partSize: 5 * 1024 * 1024 });
   const big = new Uint8Array(12 * 1024 * 1024 + 123);
   for (let i = 0; i < big.length; i++) big[i] = (i * 2654435761) >>> 24;
@@ -83,18 +83,16 @@ test('S3Store: data files over the part size go up as a multipart upload and rea
   t.is(createHash('sha256').update(back!).digest('hex'), createHash('sha256').update(big).digest('hex'));
 });
 
-test('openOutputStore / openerFor pick the store by URI', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('openOutputStore / openerFor pick the store by URI', async (t) => {
+  const g = need(rgw);
   t.true((await openOutputStore('s3://rho-out/x', { endpoint: g.endpoint })) instanceof S3Store);
   t.true((await openOutputStore('/tmp/rho-x')) instanceof LocalStore);
   await t.throwsAsync(openOutputStore('gs://bucket/x'), { message: /unsupported scheme/ });
   t.true((await openerFor('s3://rho-in/corpus/2024/clean.jsonl', { endpoint: g.endpoint })) instanceof S3Opener);
 });
 
-test('s3:// input globs match keys like shell globs (no crossing "/" without **), sorted, with sizes', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('s3:// input globs match keys like shell globs (no crossing "/" without **), sorted, with sizes', async (t) => {
+  const g = need(rgw);
   const all = await resolveS3Inputs('s3://rho-in/corpus/**/*.{jsonl,jsonl.gz,jsonl.zst,parquet,arrow}', { endpoint: g.endpoint });
   t.deepEqual(all.map((s) => s.source), [...SHARDS].sort().map((s) => `s3://rho-in/corpus/2024/${s}`));
   for (const s of all) t.is(s.bytes, readFileSync(shardPath(s.source.split('/').pop()!)).length);
@@ -111,9 +109,8 @@ async function collect(source: string, opener: Parameters<typeof readShard>[2]) 
   return out;
 }
 
-test('S3Opener reads every shard format exactly like the local file, through injected faults', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('S3Opener reads every shard format exactly like the local file, through injected faults', async (t) => {
+  const g = need(rgw);
   const proxy: FaultProxy = await startFaultProxy(g.endpoint, { every: 3 });
   try {
     const opener = new S3Opener({ endpoint: proxy.endpoint, maxBackoffMs: 200 });
@@ -133,9 +130,8 @@ test('S3Opener reads every shard format exactly like the local file, through inj
   }
 });
 
-test('S3Store through injected faults: every write lands once, exclusive creates stay exclusive', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('S3Store through injected faults: every write lands once, exclusive creates stay exclusive', async (t) => {
+  const g = need(rgw);
   const proxy = await startFaultProxy(g.endpoint, { every: 3 });
   try {
     const store = new S3Store('s3://rho-out/faulty', { endpoint: proxy.endpoint, maxBackoffMs: 200 });
@@ -160,9 +156,8 @@ test('S3Store through injected faults: every write lands once, exclusive creates
   }
 });
 
-test('a store that ignores If-None-Match is detected at start-up; "require" refuses it, "auto" falls back', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('a store that ignores If-None-Match is detected at start-up; "require" refuses it, "auto" falls back', async (t) => {
+  const g = need(rgw);
   const proxy = await startFaultProxy(g.endpoint, { every: 1_000_000 });
   proxy.ignoreIfNoneMatch = true;
   try {
@@ -179,9 +174,8 @@ test('a store that ignores If-None-Match is detected at start-up; "require" refu
 });
 
 // Serial: it changes AWS_SECRET_ACCESS_KEY for a moment, which concurrent tests must not see.
-test.serial('bad endpoint, bad credentials, missing bucket: clear errors from checkWritable, fast', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph.serial('bad endpoint, bad credentials, missing bucket: clear errors from checkWritable, fast', async (t) => {
+  const g = need(rgw);
   const t0 = Date.now();
   await t.throwsAsync(new S3Store('s3://rho-out/x', { endpoint: 'http://127.0.0.1:9' }).checkWritable(), { message: /cannot be reached/ });
   t.true(Date.now() - t0 < 15_000, `an unreachable endpoint failed after ${Date.now() - t0} ms`);
@@ -249,9 +243,8 @@ async function localScores() {
   return localRun;
 }
 
-test('rho score reads shards from a bucket (glob) and writes results to a bucket: same scores as a local run', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('rho score reads shards from a bucket (glob) and writes results to a bucket: same scores as a local run', async (t) => {
+  const g = need(rgw);
   const r = await rho(scoreArgs('s3://rho-in/corpus/2024/*.{jsonl,jsonl.gz,parquet}', 's3://rho-out/cli-run', g.endpoint), g.env);
   t.is(r.code, 0, r.stderr);
   const dir = await download(g.endpoint, 's3://rho-out/cli-run');
@@ -273,9 +266,8 @@ test('rho score reads shards from a bucket (glob) and writes results to a bucket
   t.true(report.inputs.checked.every((s: string) => s.startsWith('s3://')));
 });
 
-test('rho score through injected S3 faults (503 SlowDown, resets, lost answers, cut bodies) completes with nothing lost or duplicated', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('rho score through injected S3 faults (503 SlowDown, resets, lost answers, cut bodies) completes with nothing lost or duplicated', async (t) => {
+  const g = need(rgw);
   const proxy = await startFaultProxy(g.endpoint, { every: 4 });
   try {
     const r = await rho(scoreArgs('s3://rho-in/corpus/2024/*.{jsonl,jsonl.gz,parquet}', 's3://rho-out/faulty-run', proxy.endpoint), g.env);
@@ -293,9 +285,8 @@ test('rho score through injected S3 faults (503 SlowDown, resets, lost answers, 
   t.deepEqual(readdirRecursive(dir).filter((f) => f.includes('_rho/claims')), [], 'no claim left behind');
 });
 
-test('rho score with a bad S3 endpoint, a missing bucket or bad credentials exits 2 before any work', async (t) => {
-  const g = need(t, rgw);
-  if (!g) return;
+withCeph('rho score with a bad S3 endpoint, a missing bucket or bad credentials exits 2 before any work', async (t) => {
+  const g = need(rgw);
   const local = shardPath('clean.jsonl');
   const a = await rho(scoreArgs(local, 's3://rho-out/x', 'http://127.0.0.1:9'), g.env);
   t.is(a.code, 2);

@@ -11,12 +11,15 @@ import { startSlurm, type Slurm } from '../services/slurm.js';
 import { CACHE, RHO, TOKENIZER, modelPath, shardPath, tmp } from '../helpers.js';
 import { ownerOf } from '../../pipeline/run/rank.js';
 import { unitName } from '../../schemas/layout.js';
-import { startOrSkip, need } from './_services.js';
+import { startService, need, type Started } from './_services.js';
+import { requires } from '../requirements.js';
 
-let slurm: { service: Slurm | null; why: string | null };
+const withSlurm = requires('slurm', 'root');
+
+let slurm: Started<Slurm>;
 test.before(async () => {
   const t0 = Date.now();
-  slurm = await startOrSkip(startSlurm);
+  slurm = await startService(['slurm', 'root'], startSlurm);
   if (slurm.service) process.stderr.write(`slurm started in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
 });
 test.after.always(async () => { await slurm?.service?.stop(); });
@@ -77,9 +80,8 @@ async function distinctRows(out: string): Promise<{ rows: number; distinct: numb
   return { rows: Number(n), distinct: Number(d) };
 }
 
-test.serial('a 4-task array scores every unit exactly once', async (t) => {
-  const s = need(t, slurm);
-  if (!s) return;
+withSlurm.serial('a 4-task array scores every unit exactly once', async (t) => {
+  const s = need(slurm);
   const out = tmp('rho-slurm-out-');
   const logs = tmp('rho-slurm-logs-');
   const rows = await inputRows();
@@ -100,9 +102,8 @@ test.serial('a 4-task array scores every unit exactly once', async (t) => {
   t.is(st.docs_in, [...rows.values()].reduce((a, b) => a + b, 0));
 });
 
-test.serial('one task fails on purpose; a relaunch completes only what was missing', async (t) => {
-  const s = need(t, slurm);
-  if (!s) return;
+withSlurm.serial('one task fails on purpose; a relaunch completes only what was missing', async (t) => {
+  const s = need(slurm);
   const out = tmp('rho-slurm-out-');
   const logs = tmp('rho-slurm-logs-');
   const rows = await inputRows();

@@ -10,6 +10,7 @@ import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import { score, tmp, shardPath, modelPath, dataFiles, readTable, ROOT } from '../helpers.js';
 import { runSelect, type SelectConfig } from '../../pipeline/jobs/select.js';
 import { runExport } from '../../pipeline/jobs/export.js';
+import { requires } from '../requirements.js';
 
 const run = promisify(execFile);
 // Declared before any test: ava wants every test declared synchronously after the module's top-level awaits.
@@ -121,9 +122,10 @@ test('compact selection is a small fraction of a full copy', (t) => {
   t.true(c * 8 < f, `compact ${c} vs full ${f}`);
 });
 
-const hint = 'install with: apt-get install -y --no-install-recommends python3-torch python3-numpy python3-pytest';
-(torchOk || process.env.CI === 'true' ? test : test.skip)(`rho_torch: MemmapDataset over the compact export equals the full-copy one, item for item${torchOk ? '' : ` (SKIPPED: no torch; ${hint})`}`, async (t) => {
-  if (!torchOk) return t.fail(`CI=true and ${PYTHON} cannot import numpy, torch, pytest; ${hint}`);
+// Needs /usr/bin/python3 with torch, numpy, pytest (test/requirements.ts: fails with the install hint when missing,
+// an ava skip only with RHO_ALLOW_SKIP=1).
+requires('python')('rho_torch: MemmapDataset over the compact export equals the full-copy one, item for item', async (t) => {
+  if (!torchOk) return t.fail(`${PYTHON} (RHO_PYTHON) cannot import numpy, torch, pytest`);
   const a = join(dir, 'mm-full-t');
   const b = join(dir, 'mm-compact-t');
   await runExport({ input: full, output: a, scoreDtype: 'float16', overwrite: false, progress: false });

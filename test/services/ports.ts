@@ -14,5 +14,5 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** The service's programs are not installed here: a test may skip (loudly), except when CI=true. */
+/** The service's programs are not installed here (test/requirements.ts decides what a test does about it). */
 export class ServiceUnavailable extends Error {}

@@ -1,15 +1,18 @@
 import test from 'ava';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { execFileSync } from 'node:child_process';
 import { tableFromArrays, tableToIPC, vectorFromArray, Table, Int32, Utf8 } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { readShard } from '../../stages/read.js';
 import type { ReadItem } from '../../schemas/types.js';
+import { requires } from '../requirements.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rho-read-'));
+const withZstd = requires('zstd');
 async function all(path: string, idField?: string): Promise<ReadItem[]> {
   const out: ReadItem[] = [];
   for await (const it of readShard(path, { textField: 'text', idField })) out.push(it);
@@ -57,7 +60,7 @@ test('JSONL: default ids are <source>#<row>; missing id field is a reject', asyn
   t.is(docs(items)[0].id, '7');
 });
 
-test('gzip and zstd are streamed; a truncated stream keeps what was read and rejects the rest', async (t) => {
+withZstd('gzip and zstd: every document read; a truncated stream keeps what was read and rejects the rest', async (t) => {
   const body = Array.from({ length: 2000 }, (_, i) => JSON.stringify({ id: `d${i}`, text: `document number ${i} ${'x'.repeat(i % 50)}` })).join('\n') + '\n';
   const gz = join(dir, 'a.jsonl.gz');
   writeFileSync(gz, gzipSync(body));
@@ -83,6 +86,58 @@ test('gzip and zstd are streamed; a truncated stream keeps what was read and rej
   const zr = rejects(await all(zcut, 'id'));
   t.is(zr.length, 1);
   t.regex(zr[0].reason, /zstd/);
+});
+
+// "Streamed" means memory does not grow with the shard: a child process reads a 256 MiB (decompressed) shard,
+// compressed to a few MiB (ratio ~100-500:1, the hard case for a decoder that decodes whole reads), and its peak
+// RSS (VmHWM) may exceed the same child's peak on a 1 MiB shard by at most RSS_BUDGET_MIB. A reader that
+// decompressed the whole file, or kept the documents, would need > 256 MiB more. (Before this test, .zst peaked
+// at 654 MiB: the decoder got whole 1 MiB reads.)
+const STREAM_MIB = 256;
+const RSS_BUDGET_MIB = 96;
+withZstd(`gzip and zstd are streamed: a ${STREAM_MIB} MiB shard needs at most ${RSS_BUDGET_MIB} MiB more peak RSS than a 1 MiB one`, async (t) => {
+  const d = mkdtempSync(join(tmpdir(), 'rho-read-big-'));
+  const line = (i: number) => JSON.stringify({ id: `d${i}`, text: `document ${i} ${'lorem ipsum dolor sit amet '.repeat(40)}` }) + '\n';
+  const per = Buffer.byteLength(line(0)) + 4;
+  /** A JSONL shard of `mib` MiB, compressed with gzip and zstd; the plain file is removed. Returns the doc count. */
+  const shard = (name: string, mib: number) => {
+    const plain = join(d, name);
+    const n = Math.ceil((mib << 20) / per);
+    const fd = openSync(plain, 'w');
+    let chunk: string[] = [];
+    for (let i = 0; i < n; i++) {
+      chunk.push(line(i));
+      if (chunk.length === 4096 || i === n - 1) { writeSync(fd, chunk.join('')); chunk = []; }
+    }
+    closeSync(fd);
+    t.true(statSync(plain).size >= mib << 20);
+    execFileSync('zstd', ['-q', '-1', '-f', plain, '-o', `${plain}.zst`]);
+    execFileSync('gzip', ['-1', '-k', '-f', plain]);
+    unlinkSync(plain);
+    return n;
+  };
+  const n = shard('big.jsonl', STREAM_MIB);
+  const nSmall = shard('small.jsonl', 1);
+  const reader = pathToFileURL(join(fileURLToPath(new URL('../../stages/read.js', import.meta.url)))).href;
+  const child = join(d, 'read-child.mjs');
+  writeFileSync(child, `import { readShard } from ${JSON.stringify(reader)};
+import { readFileSync } from 'node:fs';
+let docs = 0, chars = 0, rejects = 0;
+for await (const it of readShard(process.argv[2], { textField: 'text', idField: 'id' })) {
+  if (it.kind === 'doc') { docs++; chars += it.doc.text.length; } else rejects++;
+}
+const hwm = Number(/VmHWM:\\s+(\\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) / 1024;
+console.log(JSON.stringify({ docs, chars, rejects, peakRssMiB: hwm }));
+`);
+  const read = (f: string) => JSON.parse(execFileSync(process.execPath, [child, f], { encoding: 'utf8', maxBuffer: 1 << 20 })) as { docs: number; chars: number; rejects: number; peakRssMiB: number };
+  for (const ext of ['gz', 'zst']) {
+    const small = read(join(d, `small.jsonl.${ext}`));
+    const big = read(join(d, `big.jsonl.${ext}`));
+    t.log(`.${ext}: ${(statSync(join(d, `big.jsonl.${ext}`)).size / 2 ** 20).toFixed(1)} MiB compressed, ${big.docs} docs, ${(big.chars / 2 ** 20).toFixed(0)} Mi chars: peak RSS ${big.peakRssMiB.toFixed(0)} MiB (1 MiB shard: ${small.peakRssMiB.toFixed(0)} MiB)`);
+    t.deepEqual([small.docs, small.rejects, big.docs, big.rejects], [nSmall, 0, n, 0], ext);
+    t.true(big.peakRssMiB - small.peakRssMiB < RSS_BUDGET_MIB, `.${ext}: peak RSS ${big.peakRssMiB.toFixed(0)} MiB reading ${STREAM_MIB} MiB vs ${small.peakRssMiB.toFixed(0)} MiB reading 1 MiB (budget +${RSS_BUDGET_MIB} MiB)`);
+  }
+  rmSync(d, { recursive: true, force: true });
 });
 
 test('an empty file has no documents', async (t) => {

@@ -1,7 +1,8 @@
 // The rows of a data file: ids and rows in order, the window rule (which positions are null), value ranges,
 // n_tokens and loss_mean, select columns.
 import type { Data, Table } from 'apache-arrow';
-import { COL, entropyColumn, isUnscoredPosition, lossMeanColumn, logprobColumn, IGNORE_INDEX } from '../../../schemas/contract.js';
+import { COL, entropyColumn, lossMeanColumn, logprobColumn, IGNORE_INDEX } from '../../../schemas/contract.js';
+import { nullPositionsByWindows } from '../../../schemas/window-rule-check.js';
 import { LAYOUT, type CompletionRecord } from '../../../schemas/layout.js';
 import { SCORE_DTYPE_ERROR, floatValues } from '../../../schemas/score-dtype.js';
 import { LOGPROB_MAX, LOSS_MEAN_RTOL, type Findings, type RunIdentityView, type ShardSeen, type VerifyReport } from './report.js';
@@ -93,10 +94,11 @@ export function checkRows(rel: string, table: Table, rec: CompletionRecord, conf
         }
         const child = l.data.children[0];
         const vals = floatValues(child);
+        const nulls = nullPositionsByWindows(n, C, S); // independent of the writer's isUnscoredPosition
         for (let p = 0; p < n; p++) {
           const j = off[i] + p;
           const valid = isValid(child, j);
-          const unscored = isUnscoredPosition(p, C, S);
+          const unscored = nulls[p] === 1;
           if (valid && unscored) {
             f.error('window-nulls', rel, `position ${p} has a value (${vals[j]}) but the window rule (C=${C}, S=${S}) gives it no context: it must be null`, { row, field: l.name });
             break;
