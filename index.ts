@@ -23,7 +23,7 @@ export type {
 
 // ---- stages: one contract, composable ----
 export { stage, compose, instrument, emptyStats, type Stage, type StageContext } from './stages/stage.js';
-export { readShard, readDocuments, shardFormat, localFiles, type ShardOpener, type ReadOptions } from './stages/read.js';
+export { readShard, readDocuments, readStage, shardFormat, localFiles, type ShardOpener, type ReadOptions } from './stages/read.js';
 export { filterDocuments, mapDocuments, type DocumentPredicate } from './stages/filter.js';
 export { TextTokenizer, tokenizeStage, type TokenizerInfo, type TokenizeStageOptions } from './stages/tokenize.js';
 export { planWindows, validateWindowSpec, windowStage } from './stages/window.js';
@@ -40,3 +40,13 @@ export { LocalStore, writeFileAtomic } from './pipeline/io/local.js';
 export { openOutputStore, openerFor } from './pipeline/io/open.js';
 export { resolveInputs, type InputShard } from './pipeline/io/inputs.js';
 export { RHO_VERSION } from './schemas/version.js';
+
+// ---- inspecting outputs and scaling out (what rho stats/show/report/launch/status run) ----
+export { computeStats, type StatsOptions } from './inspect/stats.js';
+export { makeReport } from './inspect/report.js';
+export { findDocuments, documentText } from './inspect/documents.js';
+export { openScoreSet, type ScoreSet } from './pipeline/io/score-files.js';
+export { slurmScript, submitSlurm } from './pipeline/launch/slurm.js';
+export { k8sManifest, toYaml } from './pipeline/launch/k8s.js';
+export { runStatus, formatStatus } from './pipeline/launch/status.js';
+export { resolveRank, ownerOf } from './pipeline/run/rank.js';

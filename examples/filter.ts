@@ -3,6 +3,7 @@
 // rejected) and in the stage's own counters (summary.stages).
 //
 //   node dist/examples/filter.js OUT_DIR
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { score, filterDocuments, LAYOUT, type Rejected, type ScoreSummary } from '../index.js';
@@ -39,4 +40,13 @@ export async function main(opts: { inputs: string[]; output: string; model: stri
     progress: false,
   });
   return { summary, rejects: rejectsOf(opts.output) };
+}
+
+// Run directly (node dist/examples/filter.js OUT_DIR): on the repository's fixtures.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const out = process.argv[2] ?? 'out/example-filter';
+  const { summary, rejects } = await main({ inputs: [`${root}fixtures/shards/clean.jsonl`, `${root}fixtures/shards/noisy.jsonl.gz`], output: out, model: `${root}fixtures/models/llama/model.onnx`, tokenizer: `${root}fixtures/tokenizer/tokenizer.json`, minChars: 300 });
+  console.log(JSON.stringify(summary.totals));
+  for (const r of rejects) console.log(`${r.source} row ${r.row}: ${r.reason}`);
 }

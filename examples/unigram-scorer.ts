@@ -2,6 +2,8 @@
 // implementation. This one is a unigram model in plain TypeScript: log P(token) = log((count + 1) / (N + V))
 // from token counts of a training text, whatever the context. Trivial as a model, but it shows the contract
 // end to end: batch in, per-model values aligned with the batch tokens out (index 0 of a row and padding NaN).
+import { readFileSync } from 'node:fs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createHash } from 'node:crypto';
 import { score, TextTokenizer, type Batch, type ModelBatchScores, type Scorer, type ScoreSummary } from '../index.js';
 
@@ -47,4 +49,13 @@ export async function main(opts: { trainingText: string; inputs: string[]; outpu
     progress: false,
   });
   return { summary, scorer, trainingIds: train.tokenIds, vocabSize: tok.info.vocabSize };
+}
+
+// Run directly (node dist/examples/unigram-scorer.js OUT_DIR): on the repository's fixtures.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const out = process.argv[2] ?? 'out/example-unigram-scorer';
+  const train = readFileSync(`${root}fixtures/shards/clean.jsonl`, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { text: string }).text).join('\n');
+  const { summary } = await main({ trainingText: train, inputs: [`${root}fixtures/shards/clean.jsonl`], output: out, tokenizer: `${root}fixtures/tokenizer/tokenizer.json` });
+  console.log(JSON.stringify(summary.totals));
 }

@@ -165,6 +165,6 @@ export interface StageStats {
   rejected: number;
   /** Seconds spent in this stage's own code (time waiting for the stage before it is not counted). */
   seconds: number;
-  /** Stage-specific counts (batches, padded positions, ...). */
+  /** Stage-specific counts (batches, padded positions, ...); window_tokens_in/out: real tokens of the batches a stage takes and gives. */
   counters: Record<string, number>;
 }

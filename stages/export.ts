@@ -4,13 +4,14 @@
 import type { RecordBatch } from 'apache-arrow';
 import { COL, IGNORE_INDEX } from '../schemas/contract.js';
 import { boolListBytes, listView } from './lists.js';
-import { float16Bits } from '../schemas/score-dtype.js';
+import { bfloat16Round, float16Bits } from '../schemas/score-dtype.js';
 
 export const MEMMAP_FORMAT = 'rho-memmap';
 export const MEMMAP_VERSION = 1;
 
 export type TokenDtype = 'uint16' | 'uint32';
-export type ScoreDtype = 'float32' | 'float16';
+/** float32; float16 (IEEE binary16); bfloat16 (the high 16 bits of the rounded float32: numpy has no bfloat16, rho_torch and torch read it). */
+export type ScoreDtype = 'float32' | 'float16' | 'bfloat16';
 
 export interface ColumnEntry {
   file: string;
@@ -125,9 +126,17 @@ export function encodeBatch(batch: RecordBatch, plan: ExportPlan, where: (row: n
       const out = new Float32Array(n);
       for (let j = 0; j < n; j++) out[j] = v.valid(start + j) ? v.values[start + j] : NaN;
       scores.set(name, bytesOf(out));
-    } else {
+    } else if (plan.scoreDtype === 'float16') {
       const out = new Uint16Array(n);
       for (let j = 0; j < n; j++) out[j] = v.valid(start + j) ? float16Bits(v.values[start + j]) : 0x7e00;
+      scores.set(name, bytesOf(out));
+    } else {
+      const f = new Float32Array(n);
+      for (let j = 0; j < n; j++) f[j] = v.valid(start + j) ? bfloat16Round(v.values[start + j]) : NaN;
+      // Little-endian: the high half of each float32 is its second uint16.
+      const halves = new Uint16Array(f.buffer);
+      const out = new Uint16Array(n);
+      for (let j = 0; j < n; j++) out[j] = Number.isNaN(f[j]) ? 0x7fc0 : halves[2 * j + 1];
       scores.set(name, bytesOf(out));
     }
   }

@@ -12,6 +12,7 @@ import { Decompress as ZstdDecompress } from 'fzstd';
 import { RecordBatchReader, tableFromIPC, DataType, type RecordBatch, type Vector } from 'apache-arrow';
 import type { ParquetFromWorker, ParquetToWorker } from './parquet-worker.js';
 import type { DocumentSource, ReadItem } from '../schemas/types.js';
+import { stage, type Stage } from './stage.js';
 
 export interface ReadOptions {
   textField: string;
@@ -58,6 +59,16 @@ export function readShard(source: string, opts: ReadOptions, opener: ShardOpener
   if (format === 'jsonl') return readJsonl(source, compression, opts, opener);
   if (format === 'parquet') return readParquet(source, opts, opener);
   return readArrow(source, opts, opener);
+}
+
+/**
+ * The read stage, for pipelines composed without the executor (the executor reads its inputs itself, unit by
+ * unit): shard paths (or document sources) in, their records out, in order.
+ */
+export function readStage(opts: ReadOptions, opener: ShardOpener = localFiles): Stage<string | DocumentSource, ReadItem> {
+  return stage('read', async function* (inputs) {
+    for await (const input of inputs) yield* typeof input === 'string' ? readShard(input, opts, opener) : readDocuments(input);
+  });
 }
 
 /**

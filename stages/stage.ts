@@ -30,8 +30,8 @@ export function emptyStats(name: string): StageStats {
   return { name, docs_in: 0, docs_out: 0, tokens_in: 0, tokens_out: 0, rejected: 0, seconds: 0, counters: {} };
 }
 
-/** What an item contributes to the counters: documents (with their tokens) and batches (with their real tokens). */
-function measure(item: unknown): { docs: number; tokens: number; reject: boolean } {
+/** What an item contributes to the counters: documents (with their tokens) and batches (their real tokens, counted apart). */
+function measure(item: unknown): { docs: number; tokens: number; reject: boolean; windowTokens?: number } {
   const it = item as {
     kind?: string; doc?: { tokenIds?: ArrayLike<number> }; batch?: { lengths?: Int32Array };
     records?: { kind: string; doc?: { tokenIds?: ArrayLike<number> } }[] | number; bytes?: unknown; scored?: number; tokens?: number;
@@ -49,7 +49,7 @@ function measure(item: unknown): { docs: number; tokens: number; reject: boolean
   if ((it?.kind === 'batch' || it?.kind === 'scored') && it.batch?.lengths) {
     let t = 0;
     for (const n of it.batch.lengths) t += n;
-    return { docs: 0, tokens: t, reject: false };
+    return { docs: 0, tokens: 0, reject: false, windowTokens: t };
   }
   return { docs: 0, tokens: 0, reject: false };
 }
@@ -73,6 +73,7 @@ export function instrument<In, Out>(s: Stage<In, Out>, input: AsyncIterable<In>,
               const m = measure(r.value);
               stats.docs_in += m.docs;
               stats.tokens_in += m.tokens;
+              if (m.windowTokens !== undefined) stats.counters.window_tokens_in = (stats.counters.window_tokens_in ?? 0) + m.windowTokens;
               if (m.reject) rejectsIn++;
             }
             return r;
@@ -100,6 +101,7 @@ export function instrument<In, Out>(s: Stage<In, Out>, input: AsyncIterable<In>,
               const m = measure(r.value);
               stats.docs_out += m.docs;
               stats.tokens_out += m.tokens;
+              if (m.windowTokens !== undefined) stats.counters.window_tokens_out = (stats.counters.window_tokens_out ?? 0) + m.windowTokens;
               if (m.reject && --rejectsIn < 0) { rejectsIn = 0; stats.rejected++; }
             }
             return r;

@@ -7,7 +7,7 @@ interface ExportArgs {
   input: string;
   format: 'memmap';
   output: string;
-  'score-dtype': 'float32' | 'float16';
+  'score-dtype': 'float32' | 'float16' | 'bfloat16';
   columns?: string[];
   selection?: string;
   overwrite: boolean;
@@ -20,11 +20,11 @@ export const exportCommand: CommandModule<object, ExportArgs> = {
   describe: 'Export a score (or select) output dir as flat little-endian arrays for numpy/PyTorch memory-mapping',
   builder: (y) =>
     y
-      .usage('$0 export INPUT_DIR --format memmap --output DIR [--selection SELECT_DIR] [--score-dtype float32|float16] [--columns ref_logprob,...]')
+      .usage('$0 export INPUT_DIR --format memmap --output DIR [--selection SELECT_DIR] [--score-dtype float32|float16|bfloat16] [--columns ref_logprob,...]')
       .positional('input', { type: 'string', demandOption: true, describe: 'Output dir of `rho score` or `rho select`' })
       .option('format', { choices: ['memmap'] as const, demandOption: true, describe: 'memmap: token_ids.bin, <column>.bin, doc_offsets.bin, docs.jsonl, header.json' })
       .option('output', { type: 'string', demandOption: true, describe: 'Dir to create (written to a temp dir, then renamed into place)' })
-      .option('score-dtype', { choices: ['float32', 'float16'] as const, default: 'float32' as const, describe: 'dtype of the score arrays (NaN where the score is null)' })
+      .option('score-dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as const, describe: 'dtype of the score arrays (NaN where the score is null); bfloat16 = the high 16 bits of the float32 (rho_torch reads it; numpy has no bfloat16)' })
       .option('selection', { type: 'string', describe: 'A compact selection dir (rho select INPUT --compact) made from INPUT: adds labels (derived: token id where selected, -100 elsewhere) and select_mask' })
       .option('columns', { type: 'string', array: true, coerce: (v: string[]) => v.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean), describe: 'Score columns to export, comma-separated (default: every <model>_logprob / <model>_entropy)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'Replace a non-empty --output dir' })

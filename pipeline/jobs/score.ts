@@ -354,7 +354,14 @@ async function limitsOf(cfg: ScoreConfig, prepared: PreparedModel[], tokenizerVo
   }
   let mem: MemoryPlan;
   try {
-    mem = planMemory({ models: memModels, context, device: cfg.device, budget: cfg.memoryBudget, batchTokens: cfg.batchTokens });
+    mem = memModels.length > 0
+      ? planMemory({ models: memModels, context, device: cfg.device, budget: cfg.memoryBudget, batchTokens: cfg.batchTokens })
+      // A custom Scorer: rho knows nothing of its memory, so no estimate; the batch budget is the flag's or 1024.
+      : {
+        budgetBytes: planMemoryBudget(cfg), budgetSource: cfg.memoryBudget === undefined ? defaultBudget(cfg.device).source : `--memory-budget ${cfg.memoryBudget}`,
+        batchTokens: cfg.batchTokens ?? 1024, batchSource: cfg.batchTokens !== undefined ? '--batch-tokens' : 'default 1024 (custom scorer: no memory estimate)',
+        fixedBytes: 0, perTokenBytes: 0, estimateBytes: 0,
+      };
   } catch (e) {
     throw new ConfigError(e instanceof MemoryBudgetError ? `memory: ${e.message}` : (e as Error).message);
   }

@@ -7,7 +7,8 @@ import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { ROOT, RHO, CACHE, tmp } from '../helpers.js';
 
@@ -19,9 +20,29 @@ const M = (n: string) => `fixtures/models/${n}/model.onnx`;
 const TOK = 'fixtures/tokenizer/tokenizer.json';
 const SHARDS = ['clean.jsonl', 'noisy.jsonl.gz', 'mixed.jsonl.zst', 'mixed.parquet', 'mixed.arrow'].map((s) => `fixtures/shards/${s}`);
 
+/**
+ * Provenance records each model and tokenizer path as given and resolved (absolute), so the bytes would depend on
+ * where the checkout lives. rho runs from a fixed directory whose `fixtures` links to this checkout's fixtures:
+ * the resolved paths (lexical, links not followed) are then the same in every checkout.
+ */
+const FIXED_ROOT = join(tmpdir(), 'rho-regression-root');
+function fixedRoot(): string {
+  mkdirSync(FIXED_ROOT, { recursive: true });
+  const link = join(FIXED_ROOT, 'fixtures');
+  let ok = false;
+  try { ok = existsSync(join(readlinkSync(link), 'tokenizer', 'tokenizer.json')); } catch { /* no link yet */ }
+  if (!ok) {
+    // Another checkout's link that still works is as good (fixtures are committed files); a broken one is replaced.
+    const tmpLink = `${link}.${process.pid}`;
+    symlinkSync(join(ROOT, 'fixtures'), tmpLink);
+    renameSync(tmpLink, link);
+  }
+  return FIXED_ROOT;
+}
+
 async function rho(args: string[]): Promise<void> {
   try {
-    await run(RHO, [...args, '--no-progress'], { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE }, maxBuffer: 1 << 26 });
+    await run(RHO, [...args, '--no-progress'], { cwd: fixedRoot(), env: { ...process.env, RHO_CACHE_DIR: CACHE }, maxBuffer: 1 << 26 });
   } catch (e) {
     const x = e as { code: number; stderr: string };
     throw new Error(`rho ${args.join(' ')} exited ${x.code}: ${x.stderr}`);
@@ -78,8 +99,13 @@ test('score, select and export write byte-identical files for the fixtures (gold
   }
   const golden = JSON.parse(readFileSync(GOLDEN, 'utf8')) as typeof got;
   t.deepEqual(Object.keys(got), Object.keys(golden), 'the same output dirs');
+  // Every difference at once (ava stops at a test's first failed assertion): file, golden hash, this run's.
+  const differ: string[] = [];
   for (const [dir, files] of Object.entries(golden)) {
     t.true(Object.keys(files).some((f) => /\.(parquet|arrow|bin)$/.test(f)), `${dir}: the golden list holds data files`);
-    t.deepEqual(got[dir], files, `${dir}: every file byte-identical`);
+    for (const f of new Set([...Object.keys(files), ...Object.keys(got[dir] ?? {})])) {
+      if (files[f] !== got[dir]?.[f]) differ.push(`${dir}/${f}: golden ${files[f]?.slice(0, 12) ?? 'absent'}, now ${got[dir]?.[f]?.slice(0, 12) ?? 'absent'}`);
+    }
   }
+  t.deepEqual(differ, [], 'every file byte-identical to the golden list');
 });

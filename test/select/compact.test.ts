@@ -124,18 +124,26 @@ test('compact selection is a small fraction of a full copy', (t) => {
 
 // Needs /usr/bin/python3 with torch, numpy, pytest (test/requirements.ts: fails with the install hint when missing,
 // an ava skip only with RHO_ALLOW_SKIP=1).
-requires('python')('rho_torch: MemmapDataset over the compact export equals the full-copy one, item for item', async (t) => {
+requires('python')('rho_torch: MemmapDataset over the compact export equals the full-copy one, item for item; float16/bfloat16 exports within bound', async (t) => {
   if (!torchOk) return t.fail(`${PYTHON} (RHO_PYTHON) cannot import numpy, torch, pytest`);
   const a = join(dir, 'mm-full-t');
   const b = join(dir, 'mm-compact-t');
   await runExport({ input: full, output: a, scoreDtype: 'float16', overwrite: false, progress: false });
   await runExport({ input: scores, selection: compact, output: b, scoreDtype: 'float16', overwrite: false, progress: false });
-  const r = await run(PYTHON, ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', join(ROOT, 'integrations', 'torch', 'tests', 'test_selection.py')], {
-    cwd: ROOT, timeout: 240_000, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', RHO_TORCH_FULL_EXPORT: a, RHO_TORCH_COMPACT_EXPORT: b, RHO_TORCH_SCORES: scores, RHO_TORCH_COMPACT: compact, RHO_TORCH_FULL: full },
+  // Score dtypes of the memmap export, read by rho_torch (tests/test_dtypes.py).
+  const byDtype: Record<string, string> = {};
+  for (const d of ['float32', 'float16', 'bfloat16'] as const) {
+    byDtype[`RHO_TORCH_${d.toUpperCase()}_EXPORT`] = join(dir, `mm-${d}`);
+    await runExport({ input: scores, output: join(dir, `mm-${d}`), scoreDtype: d, overwrite: false, progress: false });
+  }
+  const tests = ['test_selection.py', 'test_dtypes.py'].map((f) => join(ROOT, 'integrations', 'torch', 'tests', f));
+  const r = await run(PYTHON, ['-m', 'pytest', '-q', '-p', 'no:cacheprovider', ...tests], {
+    cwd: ROOT, timeout: 240_000, env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1', RHO_TORCH_FULL_EXPORT: a, RHO_TORCH_COMPACT_EXPORT: b, RHO_TORCH_SCORES: scores, RHO_TORCH_COMPACT: compact, RHO_TORCH_FULL: full, ...byDtype },
   }).catch((e: { stdout?: string; stderr?: string }) => { t.fail(`${e.stdout ?? ''}${e.stderr ?? ''}`); return null; });
   if (r) {
     t.log(r.stdout.trim().split('\n').pop());
-    t.regex(r.stdout, /passed/);
+    // 2 selection + 2 dtype tests must have run (the ParquetDataset one may skip: no pyarrow here).
+    t.true(Number(/(\d+) passed/.exec(r.stdout)?.[1] ?? 0) >= 4, r.stdout);
     t.notRegex(r.stdout, /failed/);
   }
 });

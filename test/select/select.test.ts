@@ -260,7 +260,14 @@ test('real score output: CLI select keeps every column and metadata key, adds BO
   const kvOf = async (p: string) => Object.fromEntries((await duck(`SELECT decode(key) AS k, decode(value) AS v FROM parquet_kv_metadata('${p}')`)).map((x) => [x.k, x.v]));
   const before = await kvOf(join(scored, f));
   const after = await kvOf(join(out, f));
-  for (const [k, v] of Object.entries(before)) if (k !== 'ARROW:schema') t.is(after[k], v, k);
+  for (const [k, v] of Object.entries(before)) if (k !== 'ARROW:schema' && k !== 'rho') t.is(after[k], v, k);
+  // The combined key is rebuilt: the score file's object plus the selection under `select` (issue 14).
+  const combined = JSON.parse(after.rho) as Record<string, unknown> & { select: { ratio: number; layout: string } };
+  t.is(combined.select.ratio, 0.6);
+  t.is(combined.select.layout, 'full');
+  const { select: _s, ...rest } = combined;
+  void _s;
+  t.deepEqual(rest, JSON.parse(before.rho));
   t.is(after['rho.select.ratio'], '0.6');
   t.is(after['rho.select.by'], 'excess');
   t.is(after['rho.select.scope'], 'batch');

@@ -5,7 +5,8 @@ Layout (all arrays flat, little-endian, concatenated over documents in export or
                       "score_dtype", "vocab_size", "columns": {name: {"file", "dtype"}},
                       "doc_offsets": {"file", "dtype": "uint64"}, "provenance": {...}}
   token_ids.bin      N tokens, uint16 (vocab <= 65536) or uint32
-  <model>_logprob.bin  float32 or float16 per token, NaN where rho wrote null
+  <model>_logprob.bin  float32, float16 or bfloat16 per token, NaN where rho wrote null (bfloat16: the high
+                       16 bits of a float32; numpy has no such dtype, so it is read as uint16 and widened)
   labels.bin         int32, -100 where not selected       (only after `rho select`)
   select_mask.bin    uint8                                (only after `rho select`)
   doc_offsets.bin    D+1 uint64: doc d spans [off[d], off[d+1])
@@ -24,9 +25,29 @@ from .packing import PackedSequences
 FORMAT = 'rho-memmap'
 VERSION = 1
 TOKEN_DTYPES = ('uint16', 'uint32')
-SCORE_DTYPES = ('float32', 'float16')
+SCORE_DTYPES = ('float32', 'float16', 'bfloat16')
 # Columns that are not scores: everything else in header["columns"] is a per-token float column.
 NON_SCORE = ('token_ids', 'labels', 'select_mask')
+
+
+class BFloat16Array:
+    """A read-only view of bfloat16 values stored as little-endian uint16: slicing gives float32 (exact)."""
+
+    def __init__(self, bits: np.ndarray):
+        self.bits = bits
+        self.shape = bits.shape
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
+    def __getitem__(self, key):
+        b = np.asarray(self.bits[key])
+        return (b.astype(np.uint32) << 16).view(np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
 
 
 class MemmapFormatError(ValueError):
@@ -95,7 +116,8 @@ class RhoMemmap:
             raise MemmapFormatError(f'{hp}: field "{field}" must be {{"file": ..., "dtype": ...}}, got {spec!r}')
         if spec['dtype'] not in dtypes:
             raise MemmapFormatError(f'{hp}: field "{field}.dtype" is {spec["dtype"]!r}, expected one of {list(dtypes)}')
-        dt = np.dtype(spec['dtype']).newbyteorder('<')
+        bf16 = spec['dtype'] == 'bfloat16'
+        dt = np.dtype('uint16' if bf16 else spec['dtype']).newbyteorder('<')
         fp = os.path.join(self.path, spec['file'])
         if not os.path.isfile(fp):
             raise MemmapFormatError(f'{fp}: not found (named by field "{field}" of {hp})')
@@ -104,8 +126,10 @@ class RhoMemmap:
             raise MemmapFormatError(f'{fp}: {size} bytes, expected {count} x {dt.itemsize} = {count * dt.itemsize} '
                                     f'(field "{field}", {spec["dtype"]})')
         if count == 0:
-            return np.zeros(0, dtype=dt)  # np.memmap refuses empty files
-        return np.memmap(fp, dtype=dt, mode='r', shape=(count,))
+            arr = np.zeros(0, dtype=dt)  # np.memmap refuses empty files
+        else:
+            arr = np.memmap(fp, dtype=dt, mode='r', shape=(count,))
+        return BFloat16Array(arr) if bf16 else arr
 
     @property
     def docs(self) -> List[dict]:

@@ -23,8 +23,8 @@ def _dirs_or_skip():
     if FULL_EXPORT and COMPACT_EXPORT:
         return
     msg = 'RHO_TORCH_FULL_EXPORT / RHO_TORCH_COMPACT_EXPORT not set: run through `npx ava dist/test/select/compact.test.js`'
-    if os.environ.get('CI') == 'true':
-        pytest.fail(msg)
+    # Always a skip here: the data comes from the ava test that runs this file (and fails if it cannot); the
+    # whole-suite run of test/python does not make these dirs.
     pytest.skip(msg)
 
 
