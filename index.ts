@@ -41,9 +41,12 @@ export { openOutputStore, openerFor } from './pipeline/io/open.js';
 export { resolveInputs, type InputShard } from './pipeline/io/inputs.js';
 export { RHO_VERSION } from './schemas/version.js';
 
-// ---- inspecting outputs and scaling out (what rho stats/show/report/launch/status run) ----
-export { computeStats, type StatsOptions } from './inspect/stats.js';
-export { makeReport } from './inspect/report.js';
+// ---- inspecting outputs (rho stats / report / show) and the one definition of a selection cut ----
+export { computeStats, runStats, type Stats, type StatsOptions, type MetricStats, type MetricCut, type GroupStats } from './inspect/stats.js';
+export { makeReport, type ReportOptions } from './inspect/report.js';
+export { profileDir, windowPosition, type Profile } from './inspect/profile.js';
+export { keepCount, keptSide, thresholdRank, onKeptSide, selectArgs, type SelectBy, type CutMetric, type KeptSide } from './schemas/selection-cut.js';
+// ---- scaling out (what rho launch/status run) ----
 export { findDocuments, documentText } from './inspect/documents.js';
 export { openScoreSet, type ScoreSet } from './pipeline/io/score-files.js';
 export { slurmScript, submitSlurm } from './pipeline/launch/slurm.js';

@@ -81,6 +81,8 @@ export type ScoreOptions = CommonScoreOptions & ({ models: ModelEntry[]; scorer?
 /** What `rho score --json` prints. */
 export interface ScoreSummary {
   output: string;
+  /** 'dir': totals are the whole output dir's (this runner wrote manifest.json: it was the last rank to finish); 'rank': this rank's share only. */
+  scope: RunSummary['scope'];
   run: RunSummary['run'];
   totals: RunSummary['manifest']['totals'];
   shards: RunSummary['manifest']['shards'];
@@ -114,7 +116,7 @@ function parseDevices(devices: string | number[] | undefined): number[] | undefi
 }
 
 export function summaryOf(s: RunSummary): ScoreSummary {
-  return { output: s.output, run: s.run, limits: s.limits, totals: s.manifest.totals, shards: s.manifest.shards, stages: s.stages };
+  return { output: s.output, scope: s.scope, run: s.run, limits: s.limits, totals: s.manifest.totals, shards: s.manifest.shards, stages: s.stages };
 }
 
 /**

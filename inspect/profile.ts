@@ -42,8 +42,10 @@ export interface DocMean { id: string; source: string; means: Record<string, num
 export interface Profile {
   positions: PositionProfile | null;
   joint: JointProfile | null;
-  /** Per source, per model: histogram (FINE_LOSS) of the documents' `<model>_loss_mean`. */
+  /** Per source (the first ProfileOptions.maxSources), per model: histogram (FINE_LOSS) of the documents' `<model>_loss_mean`. */
   docMeans: Map<string, Record<string, FineHistogram>>;
+  /** Sources past maxSources: counted in the totals, not plotted one by one. */
+  otherSources: Set<string>;
   /** Every document's mean losses (only with ProfileOptions.keepDocMeans, for `report A B`). */
   docs: DocMean[] | null;
   /**
@@ -64,13 +66,17 @@ export function windowPosition(i: number, context: number, stride: number): numb
 
 export interface ProfileOptions {
   keepDocMeans?: boolean;
+  /** Sources plotted one by one (fine histograms each); default 24. */
+  maxSources?: number;
 }
 
 class Profiler {
   readonly profile: Profile;
   private readonly models: string[];
   private readonly reference: string;
+  private readonly maxSources: number;
   constructor(set: ScoreSet, reference: string, private readonly opts: ProfileOptions) {
+    this.maxSources = opts.maxSources ?? 24;
     this.models = set.models;
     this.reference = reference;
     let positions: PositionProfile | null = null;
@@ -92,6 +98,7 @@ class Profiler {
       positions,
       joint: other ? { reference, model: other, spec: JOINT, counts: new Float64Array(JOINT.bins * JOINT.bins), outside: 0, total: 0 } : null,
       docMeans: new Map(),
+      otherSources: new Set(),
       docs: opts.keepDocMeans ? [] : null,
       tokens: set.hasSelect ? new Map() : null,
       tokensBy: set.hasSelect ? 'select_mask' : null,
@@ -111,18 +118,18 @@ class Profiler {
     const oi = p.joint ? this.models.indexOf(p.joint.model) : -1;
     for (let r = 0; r < batch.numRows; r++) {
       const source = String(sources.get(r));
-      let perModel = p.docMeans.get(source);
-      if (!perModel) {
+      let perModel = p.docMeans.get(source) ?? null;
+      if (!perModel && p.docMeans.size < this.maxSources) {
         perModel = {};
         for (const m of this.models) perModel[m] = new FineHistogram(FINE_LOSS);
         p.docMeans.set(source, perModel);
-      }
+      } else if (!perModel) p.otherSources.add(source);
       const docMean: Record<string, number | null> = {};
       this.models.forEach((m, i) => {
         const v = means[i]?.get(r);
         const x = v === null || v === undefined ? null : Number(v);
         docMean[m] = x;
-        if (x !== null && Number.isFinite(x)) perModel![m].add(x);
+        if (x !== null && Number.isFinite(x)) perModel?.[m].add(x);
       });
       if (p.docs) p.docs.push({ id: String(ids!.get(r)), source, means: docMean });
 
@@ -178,6 +185,7 @@ export async function profileDir(dir: string, opts: StatsOptions & ProfileOption
   let profiler: Profiler | null = null;
   const run = await runStats(dir, opts, {
     fine: true,
+    fineSources: opts.maxSources ?? 24,
     columns: (set) => [...set.models.map(lossMeanColumn), ...(opts.keepDocMeans ? [COL.id] : []), ...(set.hasSelect ? [COL.tokenIds] : [])],
     onBatch: (batch, set) => {
       if (!profiler) {

@@ -142,7 +142,7 @@ export function distributionSection(runs: ReportRun[], d: MetricDef): string {
   if (runs.length === 1) {
     const r = runs[0];
     series.push({ label: 'all', colour: '#000', dash: true, h: r.fine('all', 'all', d.name)!, attrs: `data-metric="${esc(d.name)}" data-group="all" data-dir=""` });
-    sourcesOf(r.stats).forEach((s, i) => series.push({ label: s, colour: colourAt(i), dash: false, h: r.fine('source', s, d.name)!, attrs: `data-metric="${esc(d.name)}" data-group="${esc(s)}" data-dir=""` }));
+    sourcesOf(r.stats).filter((s) => r.fine('source', s, d.name)).forEach((s, i) => series.push({ label: s, colour: colourAt(i), dash: false, h: r.fine('source', s, d.name)!, attrs: `data-metric="${esc(d.name)}" data-group="${esc(s)}" data-dir=""` }));
   } else {
     runs.forEach((r, ri) => {
       const h = r.fine('all', 'all', d.name);
@@ -151,7 +151,8 @@ export function distributionSection(runs: ReportRun[], d: MetricDef): string {
   }
   const m = runs[0].stats.groups[0].metrics[d.name];
   const cuts = runs.length === 1 && m ? runs[0].stats.ratios.filter((r) => m.thresholds[String(r)] !== null).map((r) => ({ x: m.thresholds[String(r)]!, text: `${keepRatioLabel(r)} ${keptSide(d.kind) === 'at_or_below' ? '≤' : '≥'} ${m.thresholds[String(r)]!.toFixed(3)}` })) : [];
-  return cdfPlot(series, `${d.name} (nats)`, `metric-cdf`, cuts);
+  const left = runs.length === 1 ? sourcesOf(runs[0].stats).length - (series.length - 1) : 0;
+  return cdfPlot(series, `${d.name} (nats)`, `metric-cdf`, cuts) + (left > 0 ? `<p class="note">${left} more sources are in "all" but not drawn one by one (--max-groups).</p>` : '');
 }
 
 // ---- loss by position in the window --------------------------------------------------------------------
@@ -183,7 +184,8 @@ export function positionPlot(runs: ReportRun[]): string {
   const markers = withPos.map((r) => {
     const P = r.profile.positions!;
     return { x: P.context - P.stride, text: runName(r, `C−S = ${P.context - P.stride}: later windows score from here`) };
-  }).filter((m) => m.x > 0);
+  }).filter((m, i, all) => m.x > 0 && all.findIndex((o) => o.x === m.x) === i)
+    .map((m) => (withPos.filter((r) => r.profile.positions!.context - r.profile.positions!.stride === m.x).length > 1 ? { ...m, text: m.text.replace(/^[AB]: /, '') } : m));
   const probe = new Frame(W, 260, { left: 44, right: 12, top: 8, bottom: 32 }, 0, C, 0, yMax);
   const placed = placeMarkerLabels(markers.map((m) => ({ x: probe.x(m.x), text: m.text })), probe.m.left, W - probe.m.right);
   const top = 8 + 12 * rowsUsed(placed);
@@ -318,7 +320,11 @@ export function sharePlot(runs: ReportRun[]): string {
       if (row.share !== null) bars.push({ source: row.source, share: row.share, kept: row.kept ?? 0, of: row.of, series: label, colour });
     }
   }));
-  if (!bars.length) return '<p class="note">No shares (quantiles came from the sketch; run with a larger --max-exact-values).</p>';
+  if (!bars.length) return '<p class="note">No shares to show.</p>';
+  const shown = names.slice(0, 24);
+  const omitted = names.length - shown.length;
+  names.length = 0;
+  names.push(...shown);
   const per = series.length;
   const bh = 12;
   const gap = 10;
@@ -345,7 +351,7 @@ export function sharePlot(runs: ReportRun[]): string {
     });
   });
   out.push('</svg>');
-  return `<figure class="chart" style="width:${W}px">${out.join('')}${legend(series)}</figure>`;
+  return `<figure class="chart" style="width:${W}px">${out.join('')}${legend(series)}${omitted ? `<p class="note">${omitted} more sources not drawn.</p>` : ''}</figure>`;
 }
 
 // ---- per-document mean loss ----------------------------------------------------------------------------
@@ -365,7 +371,8 @@ export function docMeanPlot(runs: ReportRun[], model: string): string {
       series.push({ label: `${r.label}: all sources`, colour: colourAt(ri), dash: ri > 0, h: sum, attrs: `data-model="${esc(model)}" data-group="all" data-dir="${esc(r.label)}"` });
     });
   }
-  return cdfPlot(series, `document mean ${model}_loss (nats)`, 'doc-means');
+  const others = runs.length === 1 ? runs[0].profile.otherSources.size : 0;
+  return cdfPlot(series, `document mean ${model}_loss (nats)`, 'doc-means') + (others ? `<p class="note">${others} more sources not drawn (--max-groups).</p>` : '');
 }
 
 // ---- tokens dropped most often -------------------------------------------------------------------------

@@ -253,7 +253,7 @@ export async function makeReport(dirs: string | string[], opts: ReportOptions = 
   if (list.length < 1 || list.length > 2) throw new Error(`rho report takes one or two dirs (got ${list.length})`);
   const runs: ReportRun[] = [];
   for (const [i, dir] of list.entries()) {
-    runs.push({ ...(await profileDir(dir, { ...opts, keepDocMeans: list.length === 2 })), label: list.length === 2 ? 'AB'[i] : '' });
+    runs.push({ ...(await profileDir(dir, { ...opts, keepDocMeans: list.length === 2, maxSources: opts.maxGroups ?? 24 })), label: list.length === 2 ? 'AB'[i] : '' });
   }
   const warnings: string[] = [];
   const docs: ReportDoc[] = [];

@@ -117,8 +117,10 @@ export interface StatsOptions {
 
 /** What `rho report` needs beyond the Stats: fine histograms per group and metric, and a look at every batch. */
 export interface StatsHooks {
-  /** Keep fine histograms (FINE_LOSS/FINE_EXCESS) for the `all` and `source` groups. */
+  /** Keep fine histograms (FINE_LOSS/FINE_EXCESS) for the `all` group and the first `fineSources` sources. */
   fine?: boolean;
+  /** At most this many sources get fine histograms (~25 KB per metric each); default 24. */
+  fineSources?: number;
   /** More columns to read (given the dir's models and columns). */
   columns?: (set: ScoreSet) => string[];
   /** Called with every batch, after the statistics took it. */
@@ -352,10 +354,18 @@ export async function runStats(dir: string, opts: StatsOptions = {}, hooks: Stat
   const budget = new ExactBudget(opts.maxExactValues ?? DEFAULT_MAX_EXACT_VALUES);
 
   const groups = new Map<string, GroupAccumulator>();
+  let fineSources = 0;
+  const fineCap = hooks.fineSources ?? 24;
   const group = (dimension: string, key: string): GroupAccumulator => {
     const k = `${dimension}\u0000${key}`;
     let g = groups.get(k);
-    if (!g) { g = new GroupAccumulator(dimension, key, defs, alpha, budget, Boolean(hooks.fine) && (dimension === 'all' || dimension === COL.source)); groups.set(k, g); }
+    if (!g) {
+      // Fine histograms (report plots) for the whole dir and the first sources only: memory stays bounded
+      // however many shards the dir holds.
+      const fine = Boolean(hooks.fine) && (dimension === 'all' || (dimension === COL.source && fineSources++ < fineCap));
+      g = new GroupAccumulator(dimension, key, defs, alpha, budget, fine);
+      groups.set(k, g);
+    }
     return g;
   };
   const all = group('all', 'all');

@@ -6,7 +6,7 @@ let remaining = countText ? Number(countText) : 1;
 
 export type CrashPoint =
   | 'tokenized' | 'batch-dispatched' | 'batch-scored' | 'claim-acquired'
-  | 'write-temp' | 'write-renamed' | 'unit-data-written' | 'unit-rejects-written' | 'unit-record-written' | 'manifest';
+  | 'write-temp' | 'write-renamed' | 'unit-data-written' | 'unit-rejects-written' | 'unit-record-written' | 'unit-published' | 'summary-written' | 'manifest';
 
 export function crashPoint(name: CrashPoint): void {
   if (target !== name) return;

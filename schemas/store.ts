@@ -12,6 +12,11 @@ export interface OutputStore {
   /** Relative paths of the files under `prefix` (recursive), sorted. */
   list(prefix: string): Promise<string[]>;
   remove(rel: string): Promise<void>;
+  /**
+   * Move `from` to `to` (replacing `to`); false when `from` does not exist. Local: rename(2), atomic. S3: a
+   * server-side copy (the new key appears whole) and a delete of the old one.
+   */
+  rename(from: string, to: string): Promise<boolean>;
   /** Check the store can be written at all, before any work (a clear error instead of a late failure). */
   checkWritable(): Promise<void>;
 }

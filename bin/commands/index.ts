@@ -9,6 +9,7 @@ import { showCommand } from './show.js';
 import { reportCommand } from './report.js';
 import { launchCommand } from './launch.js';
 import { statusCommand } from './status.js';
+import { manifestCommand } from './manifest.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -21,4 +22,5 @@ export const commands: CommandModule<any, any>[] = [
   reportCommand,
   launchCommand,
   statusCommand,
+  manifestCommand,
 ];

@@ -3,7 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { slurmScript, submitSlurm } from '../../pipeline/launch/slurm.js';
+import { slurmScript, submitSlurm, submitSlurmArgs, manifestStepArgs } from '../../pipeline/launch/slurm.js';
 import { k8sManifest, toYaml } from '../../pipeline/launch/k8s.js';
 import { exitCodeOf } from '../../schemas/errors.js';
 
@@ -62,6 +62,11 @@ const slurm: CommandModule<object, SlurmArgs> = {
       writeFileSync(path, text, { mode: 0o755 });
       const jobId = await submitSlurm(path);
       process.stderr.write(`rho: submitted ${path} as Slurm job ${jobId} (${a.tasks} tasks); logs: ${logDir}/${jobId}_<task>.log; progress: rho status <output>\n`);
+      // Follow-up: rho manifest once every task has ended (the last rank usually wrote it already).
+      const manifestJob = await submitSlurmArgs(manifestStepArgs({
+        jobName: a['job-name'], output: `${logDir}/%A_%a.log`, partition: a.partition, sbatch: a.sbatch.map(String), setup: a.setup.map(String), rhoCommand: a['rho-command'], scoreArgs: scoreArgs(),
+      }, jobId));
+      process.stderr.write(`rho: submitted the manifest step as Slurm job ${manifestJob} (after ${jobId})\n`);
       process.stdout.write(`${jobId}\n`);
     } catch (e) {
       process.exitCode = exitCodeOf(e);

@@ -41,7 +41,7 @@ export const reportCommand: CommandModule<object, ReportArgs> = {
       .option('metric', { choices: ['loss', 'excess'] as const, describe: 'Colour heatmaps by loss or excess loss (default: excess with two models, else loss)' })
       .option('model', { type: 'string', describe: 'Model whose loss/excess colours the heatmaps' })
       .option('max-tokens', { type: 'number', default: 1500, describe: 'Show at most this many tokens per sample document' })
-      .option('max-groups', { type: 'number', default: 24, describe: 'At most this many groups (all, sources, --by values) get table rows' })
+      .option('max-groups', { type: 'number', default: 24, describe: 'At most this many groups (all, sources, --by values) get table rows, and this many sources are drawn one by one' })
       .option('max-exact-values', { type: 'number', default: DEFAULT_MAX_EXACT_VALUES, describe: 'Exact quantiles up to this many values, DDSketch beyond (see rho stats)' })
       .option('tokenizer', { type: 'string', describe: 'tokenizer.json (default: the path in the files\' rho.tokenizer metadata)' })
       .option('text-field', { type: 'string', describe: 'Text field of the source records (default: the run\'s)' })

@@ -145,9 +145,11 @@ function printSummary(s: ScoreSummary, json: boolean): void {
     `  this run: ${r.units_written} units written, ${r.units_skipped} already done` +
       (r.units_other_rank ? `, ${r.units_other_rank} belong to other ranks` : '') +
       (r.units_claimed_elsewhere ? `, ${r.units_claimed_elsewhere} claimed by other live runners (rerun later to pick up any they leave)` : '') +
+      (r.units_lost ? `, ${r.units_lost} committed first by another runner (its output kept, this one's dropped)` : '') +
       `; ${r.docs_in} documents in = ${r.scored} scored + ${r.rejected} rejected`,
     `            ${r.tokens} tokens (${r.scored_tokens} scored) in ${fmtDuration(r.wall_seconds)}, ${Math.round(r.tokens_per_second)} scored tokens/s, padding ${(r.padding_fraction * 100).toFixed(1)}%`,
-    `  output dir: ${t.units_done} units, ${t.docs_in} documents in = ${t.scored} scored + ${t.rejected} rejected, ${t.tokens} tokens`,
+    (s.scope === 'dir' ? '  output dir: ' : '  this rank\'s share (manifest.json is written by the last rank to finish, or `rho manifest`): ') +
+      `${t.units_done} units, ${t.docs_in} documents in = ${t.scored} scored + ${t.rejected} rejected, ${t.tokens} tokens`,
   ];
   for (const sh of s.shards) lines.push(`    ${sh.source}: ${sh.docs_in} in = ${sh.scored} scored + ${sh.rejected} rejected, ${sh.tokens} tokens -> ${sh.key}/`);
   for (const l of describeLimits(s.limits)) lines.push(`  ${l}`);

@@ -83,26 +83,35 @@ interface ShardRef { source: string; key: string; location: string }
  * never mixes scores of two versions. Returns the fingerprints it computed (by key), for reuse.
  */
 export async function checkChangedInputs(
-  store: OutputStore, shards: ShardRef[], records: CompletionRecord[], opts: { rescoreChanged: boolean; s3?: S3Options },
+  store: OutputStore, shards: ShardRef[], records: () => Promise<CompletionRecord[]>,
+  opts: { rescoreChanged: boolean; s3?: S3Options; beforeRemove?: (units: string[]) => Promise<void> },
 ): Promise<Map<string, InputFingerprint>> {
   const computed = new Map<string, InputFingerprint>();
   const changed: string[] = [];
-  const byKey = new Map<string, CompletionRecord[]>();
-  for (const r of records) {
-    const key = recordKey(r);
-    byKey.set(key, [...(byKey.get(key) ?? []), r]);
-  }
+  // The records are read only when some input changed (a whole-dir read; a rank otherwise reads only its own).
+  let byKey: Map<string, CompletionRecord[]> | null = null;
   for (const s of shards) {
-    const mine = byKey.get(s.key) ?? [];
     const entry = await readShardEntry(store, s.key);
-    if (mine.length === 0 || !entry?.input) continue;
+    if (!entry?.input) continue;
     const now = await fingerprint(s.source, opts.s3);
     computed.set(s.key, now);
     if (sameInput(entry.input, now)) continue;
+    if (!byKey) {
+      byKey = new Map();
+      for (const r of await records()) {
+        const key = recordKey(r);
+        byKey.set(key, [...(byKey.get(key) ?? []), r]);
+      }
+    }
+    const mine = byKey.get(s.key) ?? [];
+    if (mine.length === 0) continue;
     if (!opts.rescoreChanged) {
       changed.push(`${s.source}: now ${describeFingerprint(now)}, scored as ${describeFingerprint(entry.input)} (${mine.length} unit(s))`);
       continue;
     }
+    // First whatever caches these records (the rank summaries), so no reader takes a deleted unit as done;
+    // a crash in between leaves the old fingerprint in place, and the next run removes them again.
+    await opts.beforeRemove?.(mine.map((r) => r.unit));
     for (const r of mine) {
       await store.remove(`${LAYOUT.doneDir}/${r.unit}.json`);
       await store.remove(r.file);

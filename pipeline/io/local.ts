@@ -109,6 +109,22 @@ export class LocalStore implements OutputStore {
     rmSync(this.abs(rel), { recursive: true, force: true });
   }
 
+  async rename(from: string, to: string): Promise<boolean> {
+    const dst = this.abs(to);
+    mkdirSync(dirname(dst), { recursive: true });
+    try {
+      renameSync(this.abs(from), dst);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+    for (const d of new Set([dirname(dst), dirname(this.abs(from))])) {
+      const dfd = openSync(d, 'r');
+      try { fsyncSync(dfd); } finally { closeSync(dfd); }
+    }
+    return true;
+  }
+
   async checkWritable(): Promise<void> {
     try {
       mkdirSync(this.root, { recursive: true });

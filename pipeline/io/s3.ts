@@ -17,7 +17,7 @@
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import {
-  S3Client, GetObjectCommand, PutObjectCommand, HeadObjectCommand, DeleteObjectCommand, ListObjectsV2Command, HeadBucketCommand,
+  S3Client, GetObjectCommand, PutObjectCommand, CopyObjectCommand, HeadObjectCommand, DeleteObjectCommand, ListObjectsV2Command, HeadBucketCommand,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -229,6 +229,22 @@ export class S3Store implements OutputStore {
     } catch (e) {
       throw describeS3Error(e, `deleting ${this.root}/${rel}`);
     }
+  }
+
+  async rename(from: string, to: string): Promise<boolean> {
+    // Server-side copy (up to 5 GB in one request; a unit's data file is far below), then delete the source.
+    try {
+      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: this.key(to), CopySource: encodeURIComponent(`${this.bucket}/${this.key(from)}`).replace(/%2F/g, '/') }));
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw describeS3Error(e, `copying ${this.root}/${from} to ${to}`);
+    }
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(from) }));
+    } catch (e) {
+      throw describeS3Error(e, `deleting ${this.root}/${from}`);
+    }
+    return true;
   }
 
   /**

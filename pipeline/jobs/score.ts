@@ -11,7 +11,7 @@ import { batchStage } from '../../stages/batch.js';
 import { OnnxScorer, scoreStage, type Scorer } from '../../stages/score.js';
 import { assembleStage } from '../../stages/assemble.js';
 import { writeStage, sha256, type OutputFormat } from '../../stages/write.js';
-import { compose, type Stage, type StageStats } from '../../stages/stage.js';
+import { compose, stage, type Stage, type StageStats } from '../../stages/stage.js';
 import { prepareModel, type PreparedModel } from '../../model/prepare.js';
 import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, provenanceViews, resolvedPath } from '../../schemas/contract.js';
 import { DEFAULT_SCORE_DTYPE, SCORE_DTYPES, isScoreDtype, type ScoreDtype } from '../../schemas/score-dtype.js';
@@ -23,7 +23,7 @@ import { crashPoint } from '../../schemas/crashpoints.js';
 import { RHO_VERSION } from '../../schemas/version.js';
 import type { OutputStore } from '../../schemas/store.js';
 import type { Manifest } from '../../schemas/manifest.js';
-import type { Document, DocumentSource, Flow, ScoredDocument, UnitRef, WindowSpec } from '../../schemas/types.js';
+import type { Document, DocumentSource, Flow, ScoredDocument, UnitRecords, UnitRef, WindowSpec } from '../../schemas/types.js';
 import { resolveInputs, type InputShard } from '../io/inputs.js';
 import { openOutputStore, openerFor, countingOpener } from '../io/open.js';
 import { fileSha256 } from '../io/local.js';
@@ -31,6 +31,7 @@ import type { S3Options } from '../io/s3.js';
 import { Executor, type ExecutorInput, type RunCounts } from '../run/executor.js';
 import { claimOutputDir, type RunIdentity } from '../run/identity.js';
 import { readCompletionRecords } from '../run/manifest.js';
+import { dropFromSummaries } from '../run/records.js';
 import { probeContext } from '../run/preflight.js';
 import { shardKey } from '../../schemas/layout.js';
 import { IncompleteRunError, assignShardKeys, checkChangedInputs, checkNumericFlags, fingerprint, probeFields, recordInputFingerprint, refuseInputsInsideOutput, type InputFingerprint } from '../io/input-checks.js';
@@ -97,6 +98,8 @@ export interface ScoreConfig {
 
 export interface RunSummary {
   output: string;
+  /** 'dir': `manifest` is the whole dir's, written to manifest.json (this was the last rank to finish); 'rank': it covers this rank's units only. */
+  scope: 'dir' | 'rank';
   manifest: Manifest;
   /** This run only (units skipped because they were already done are not counted here). */
   run: RunCounts & { wall_seconds: number; tokens_per_second: number; padding_fraction: number };
@@ -185,13 +188,14 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   } finally {
     if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
   }
-  const manifest = await executor.writeManifest(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
+  // The rank's summary; manifest.json if this rank is the last to finish (else its own share's accounting).
+  const { manifest, scope } = await executor.finish(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
   if (executor.unreadable.length) {
     // Exit 1 naming the shards: the output is not complete (exit 3 would say it is).
-    const summary = summarize({ ...cfg, maxRejectRatio: 1 }, plan, executor, manifest, stats, scoringSeconds);
+    const summary = summarize({ ...cfg, maxRejectRatio: 1 }, plan, executor, manifest, scope, stats, scoringSeconds);
     throw Object.assign(new IncompleteRunError(executor.unreadable), { summary });
   }
-  return summarize(cfg, plan, executor, manifest, stats, scoringSeconds);
+  return summarize(cfg, plan, executor, manifest, scope, stats, scoringSeconds);
 }
 
 /**
@@ -201,8 +205,12 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
  */
 async function checkInputsAgainstRecords(cfg: ScoreConfig, plan: ScorePlan): Promise<Map<string, InputFingerprint>> {
   await assignShardKeys(plan.store, plan.shards, true);
-  const records = (await readCompletionRecords(plan.store)).filter((r) => r.config_sha256 === plan.configSha);
-  return checkChangedInputs(plan.store, plan.shards.filter((s) => !s.documents), records, { rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3 });
+  const records = async () => (await readCompletionRecords(plan.store)).filter((r) => r.config_sha256 === plan.configSha);
+  return checkChangedInputs(plan.store, plan.shards.filter((s) => !s.documents), records, {
+    rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3,
+    // A rank starts from its summary alone: the units removed for rescoring leave the summaries first.
+    beforeRemove: async (units) => { await dropFromSummaries(plan.store, units); },
+  });
 }
 
 /** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
@@ -224,8 +232,28 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], execu
     scoreStage(scorers),
     assembleStage({ models, entropy: cfg.entropy }),
     executor.gather<ScoredDocument>(),
+    ...(process.env.RHO_TEST_PERTURB_SCORES === '1' ? [perturbStage(models)] : []),
     writeStage({ models, entropy: cfg.entropy, scoreDtype: cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata }),
   ];
+}
+
+/**
+ * Test only (RHO_TEST_PERTURB_SCORES=1): every runner writes different bytes, as GPU kernels chosen by batch
+ * shape do, so the tests can show that exactly-once does not rest on determinism. Scores move by < 1e-6 nats.
+ */
+function perturbStage(models: string[]): Stage<UnitRecords<ScoredDocument>, UnitRecords<ScoredDocument>> {
+  return stage('perturb', async function* (input) {
+    for await (const u of input) {
+      for (const r of u.records) {
+        if (r.kind !== 'doc') continue;
+        for (const m of models) {
+          const lp = r.doc.scores.get(m)!.logprob;
+          for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) lp[i] -= Math.random() * 1e-6;
+        }
+      }
+      yield u;
+    }
+  });
 }
 
 /** A shard file as an executor input: its records through the reader, bytes counted for the progress line. */
@@ -463,7 +491,7 @@ async function openScorers(cfg: ScoreConfig, plan: ScorePlan): Promise<Scorer[]>
 }
 
 /** The summary `rho score --json` prints; throws RejectRatioError (carrying it) when too much was rejected. */
-function summarize(cfg: ScoreConfig, plan: ScorePlan, executor: Executor, manifest: Manifest, stats: StageStats[], wall: number): RunSummary {
+function summarize(cfg: ScoreConfig, plan: ScorePlan, executor: Executor, manifest: Manifest, scope: RunSummary['scope'], stats: StageStats[], wall: number): RunSummary {
   const store = plan.store;
   const batch = stats.find((s) => s.name === 'batch')?.counters ?? {};
   const padded = batch.padded_positions ?? 0;
@@ -471,6 +499,7 @@ function summarize(cfg: ScoreConfig, plan: ScorePlan, executor: Executor, manife
   const run = executor.counts;
   const summary: RunSummary = {
     output: store.root,
+    scope,
     manifest,
     run: { ...run, wall_seconds: wall, tokens_per_second: run.scored_tokens / wall, padding_fraction: padded ? 1 - real / padded : 0 },
     stages: stats,

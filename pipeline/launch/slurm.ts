@@ -94,6 +94,38 @@ export function slurmScript(o: SlurmLaunch): string {
   return lines.join('\n');
 }
 
+/**
+ * The follow-up step: `rho manifest OUTPUT` as a one-task job that starts when every task of the array has
+ * ended (afterany: also after failures, so the manifest shows what is there). The last rank to finish writes
+ * manifest.json itself; this covers ranks that were requeued, cancelled or finished out of order.
+ */
+export function manifestStepArgs(o: Pick<SlurmLaunch, 'jobName' | 'output' | 'partition' | 'sbatch' | 'setup' | 'rhoCommand' | 'scoreArgs'>, arrayJobId: string): string[] {
+  const value = (flag: string): string | undefined => {
+    const i = o.scoreArgs.findIndex((a) => a === flag || a.startsWith(`${flag}=`));
+    if (i < 0) return undefined;
+    return o.scoreArgs[i].startsWith(`${flag}=`) ? o.scoreArgs[i].slice(flag.length + 1) : o.scoreArgs[i + 1];
+  };
+  const output = value('--output');
+  if (!output) throw new ConfigError('the options after -- have no --output');
+  const endpoint = value('--s3-endpoint');
+  const cmd = [...o.setup, [o.rhoCommand, 'manifest', shellQuote(output), ...(endpoint ? ['--s3-endpoint', shellQuote(endpoint)] : [])].join(' ')].join(' && ');
+  return [
+    '--parsable', `--dependency=afterany:${arrayJobId}`, `--job-name=${o.jobName}-manifest`, '--ntasks=1',
+    `--output=${o.output.replace('%A_%a', '%j_manifest').replace('%a', 'manifest')}`,
+    ...(o.partition ? [`--partition=${o.partition}`] : []), ...o.sbatch, `--wrap=${cmd}`,
+  ];
+}
+
+/** sbatch with arguments (the follow-up step); the job id. */
+export function submitSlurmArgs(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('sbatch', args, { env }, (err, out, stderr) => {
+      if (err) reject(new ConfigError(`sbatch ${args.slice(0, 3).join(' ')} failed: ${stderr.trim() || err.message}`));
+      else resolve(out.trim().split(';')[0]);
+    });
+  });
+}
+
 /** sbatch the script; the job id. */
 export function submitSlurm(scriptPath: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
   return new Promise((resolve, reject) => {

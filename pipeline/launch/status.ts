@@ -3,14 +3,14 @@
 import { createHash } from 'node:crypto';
 import { readShard } from '../../stages/read.js';
 import { ConfigError } from '../../schemas/errors.js';
-import { readCompletionRecords } from '../run/manifest.js';
+import { readAllRecords, readRunInfo, mapLimit, READ_CONCURRENCY } from '../run/records.js';
 import { isLive, type ClaimBody } from '../run/claims.js';
 import { resolveInputs } from '../io/inputs.js';
 import { assignShardKeys } from '../io/input-checks.js';
 import { openerFor } from '../io/open.js';
 import { ownerOf, WORLD_PATH } from '../run/rank.js';
 import type { OutputStore } from '../../schemas/store.js';
-import { LAYOUT, partName, recordKey } from '../../schemas/layout.js';
+import { LAYOUT, partName, recordKey, shardKey } from '../../schemas/layout.js';
 import type { S3Options } from '../io/s3.js';
 
 export type UnitState = 'done' | 'claimed' | 'failed' | 'missing';
@@ -29,7 +29,7 @@ export interface RunStatus {
   output: string;
   world_size: number | null;
   unit_docs: number;
-  inputs_from: 'flag' | 'manifest' | 'none';
+  inputs_from: 'flag' | 'manifest' | 'summaries' | 'none';
   shards: number;
   units: { total: number; done: number; claimed: number; failed: number; missing: number };
   docs_in: number;
@@ -72,38 +72,63 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
   const world = await store.read(WORLD_PATH);
   if (worldSize === null && world) worldSize = (JSON.parse(new TextDecoder().decode(world)) as { world_size: number }).world_size;
 
-  const records = (await readCompletionRecords(store)).filter((r) => r.config_sha256 === configSha);
+  // Summaries and records in parallel (records.ts), never one sequential GET per record.
+  const stored = await readAllRecords(store);
+  const records = stored.records.filter((r) => r.config_sha256 === configSha);
   const doneUnits = new Map(records.map((r) => [r.unit, r]));
 
-  // Latest generation of each unit's claim (claims.ts: `<unit>.g<N>.json`).
-  const claims = new Map<string, ClaimBody>();
+  // Latest generation of each unit's claim (claims.ts: `<unit>.g<N>.json`): only that one is read.
+  const latest = new Map<string, { gen: number; rel: string }>();
   for (const rel of await store.list(LAYOUT.claimsDir)) {
     const m = /^_rho\/claims\/(.+)\.g(\d+)\.json$/.exec(rel);
     if (!m) continue;
-    const bytes = await store.read(rel);
-    if (!bytes) continue;
-    let body: ClaimBody;
-    try {
-      body = JSON.parse(new TextDecoder().decode(bytes)) as ClaimBody;
-    } catch {
-      body = { unit: m[1], gen: Number(m[2]), runner: '?', host: '?', pid: 0, rank: -1, expires_at: 0, state: 'failed', error: 'unreadable claim' };
-    }
-    const prev = claims.get(m[1]);
-    if (!prev || prev.gen < body.gen) claims.set(m[1], body);
+    const prev = latest.get(m[1]);
+    if (!prev || prev.gen < Number(m[2])) latest.set(m[1], { gen: Number(m[2]), rel });
   }
+  const claims = new Map<string, ClaimBody>();
+  await mapLimit([...latest].filter(([unit]) => !doneUnits.has(unit)), READ_CONCURRENCY, async ([unit, { gen, rel }]) => {
+    const bytes = await store.read(rel);
+    if (!bytes) return;
+    try {
+      claims.set(unit, JSON.parse(new TextDecoder().decode(bytes)) as ClaimBody);
+    } catch {
+      claims.set(unit, { unit, gen, runner: '?', host: '?', pid: 0, rank: -1, expires_at: 0, state: 'failed', error: 'unreadable claim' });
+    }
+  });
 
   let inputs = opts.inputs;
+  // Folders of the stored inputs (manifest shards, run info), by source.
+  const storedKeys = new Map<string, string>();
   let inputsFrom: RunStatus['inputs_from'] = inputs?.length ? 'flag' : 'none';
   if (!inputs?.length) {
     const manifest = await store.read(LAYOUT.manifest);
     if (manifest) {
-      const m = JSON.parse(new TextDecoder().decode(manifest)) as { provenance?: Record<string, string> };
+      const m = JSON.parse(new TextDecoder().decode(manifest)) as { provenance?: Record<string, string>; shards?: { source: string; key: string }[] };
+      for (const sh of m.shards ?? []) storedKeys.set(sh.source, sh.key);
       const listed = m.provenance?.['rho.inputs'];
       if (listed) {
         inputs = (JSON.parse(listed) as { source: string }[]).map((s) => s.source);
         inputsFrom = 'manifest';
       }
     }
+  }
+  if (!inputs?.length && stored.runFile) {
+    // No manifest yet (no rank was last): the input list the newest finished rank ran with.
+    const run = await readRunInfo(store, stored.runFile);
+    if (run) {
+      inputs = run.inputs.map((s) => s.source);
+      for (const s of run.inputs) if (s.key) storedKeys.set(s.source, s.key);
+      inputsFrom = 'summaries';
+    }
+  }
+
+  // Records grouped by shard folder once (not one pass over all records per input).
+  const byKey = new Map<string, typeof records>();
+  for (const r of records) {
+    const key = recordKey(r);
+    let list = byKey.get(key);
+    if (!list) byKey.set(key, (list = []));
+    list.push(r);
   }
 
   const now = opts.now ?? Date.now();
@@ -122,17 +147,24 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
 
   let shardCount = 0;
   if (inputs?.length) {
-    let shards;
-    try {
-      shards = await resolveInputs(inputs, opts.s3);
-    } catch (e) {
-      throw new ConfigError((e as Error).message);
+    let shards: { source: string; key: string }[];
+    if (inputsFrom === 'flag') {
+      let resolved;
+      try {
+        resolved = await resolveInputs(inputs, opts.s3);
+      } catch (e) {
+        throw new ConfigError((e as Error).message);
+      }
+      // The folders this output dir gives those files (a later spelling maps onto the first one's folder).
+      await assignShardKeys(store, resolved, false);
+      shards = resolved;
+    } else {
+      // Recorded by rho score as resolved sources with their folders: no glob to expand, no request per input.
+      shards = [...new Set(inputs)].map((source) => ({ source, key: storedKeys.get(source) ?? shardKey(source) }));
     }
-    // The folders this output dir gives those files (a later spelling maps onto the first one's folder).
-    await assignShardKeys(store, shards, false);
     shardCount = shards.length;
     for (const s of shards) {
-      const mine = records.filter((r) => recordKey(r) === s.key).sort((a, b) => a.part - b.part);
+      const mine = (byKey.get(s.key) ?? []).sort((a, b) => a.part - b.part);
       const last = mine.at(-1);
       // Complete without reading the shard: parts 0..k all done and part k is short (the shard's end).
       let parts: number;
@@ -148,7 +180,7 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
     // The claim names the unit itself: its shard folder is used as is (hashing it again named a unit that
     // does not exist).
     const key = unit.slice(0, unit.lastIndexOf('/'));
-    const rec = records.find((r) => recordKey(r) === key);
+    const rec = byKey.get(key)?.[0];
     classify(rec?.source ?? key, key, Number(unit.slice(unit.lastIndexOf('part-') + 5)));
   }
   if (!inputs?.length) shardCount = new Set(all.map((u) => u.source)).size;

@@ -8,8 +8,10 @@
 // N can succeed. The owner renews its lease every lease/3 by rewriting its own file. After the unit's
 // completion record is written, its claims are deleted.
 //
-// Safety does not rest on the lease: outputs are deterministic and written atomically, so in the worst case
-// (a paused runner wakes up after losing its lease) two runners write byte-identical files.
+// Safety does not rest on the lease nor on deterministic outputs: a unit is committed by creating its
+// completion record exclusively (commit.ts), and a runner checks its lease just before (holds()), so a
+// paused runner that wakes up after losing its lease drops its work; if two runners still race, one record
+// wins and only the winner's file becomes visible.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { OutputStore } from '../../schemas/store.js';
@@ -91,6 +93,20 @@ export class Claims {
     return true;
   }
 
+  /** The fence before committing: this runner holds `unit` and its lease has not run out. */
+  holds(unit: string, now = Date.now()): boolean {
+    const c = this.held.get(unit);
+    return c !== undefined && c.expires_at > now;
+  }
+
+  /** Another runner committed `unit`: stop renewing it and delete this runner's own claim file (the winner clears the rest). */
+  async drop(unit: string): Promise<void> {
+    const body = this.held.get(unit);
+    this.held.delete(unit);
+    await this.renewing;
+    if (body) await this.store.remove(claimFile(unit, body.gen)).catch(() => undefined);
+  }
+
   /** The unit is done (its completion record exists): drop every claim file of it. */
   async finish(unit: string): Promise<void> {
     this.held.delete(unit);
@@ -112,8 +128,11 @@ export class Claims {
   private startRenewal(): void {
     if (this.timer) return;
     this.timer = setInterval(() => {
-      const writes = [...this.held].map(([unit, body]) => {
-        body.expires_at = Date.now() + this.leaseMs;
+      const now = Date.now();
+      // A lease that ran out (the process was paused or starved) is never revived: another runner may own the
+      // unit now, and holds() keeps answering false for it.
+      const writes = [...this.held].filter(([, body]) => body.expires_at > now).map(([unit, body]) => {
+        body.expires_at = now + this.leaseMs;
         return this.store.writeAtomic(claimFile(unit, body.gen), encode(body)).catch(() => undefined);
       });
       this.renewing = Promise.all([this.renewing, ...writes]);

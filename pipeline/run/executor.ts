@@ -1,20 +1,23 @@
 // The executor (datatrove's executor/step split): everything about *which* work a runner does and how it is
 // made durable, apart from the stages that do it. It cuts inputs into work units, skips units already done
 // (resume), owned by other ranks, or claimed by other live runners; feeds the records of its own units to the
-// stages; gathers each unit back whole; commits it (data file, rejects, completion record, all atomic) and
-// releases its claim; keeps the accounting, the progress line and the manifest.
-import { LAYOUT, donePath, rejectsPath, unitName } from '../../schemas/layout.js';
+// stages; gathers each unit back whole; commits it exactly once (commit.ts: staged data, exclusive completion
+// record, publish) and releases its claim; keeps the accounting, the progress line, the rank's summary and,
+// for the last rank to finish, the manifest.
+import { rejectsPath, unitName } from '../../schemas/layout.js';
 import type { CompletionRecord } from '../../schemas/layout.js';
 import type { OutputStore } from '../../schemas/store.js';
 import type { Document, EncodedUnit, Flow, ReadItem, UnitRecords, UnitRef } from '../../schemas/types.js';
 import type { Manifest } from '../../schemas/manifest.js';
 import { crashPoint } from '../../schemas/crashpoints.js';
 import { stage, type Stage } from '../../stages/stage.js';
-import { sha256 } from '../../stages/write.js';
 import { Claims, DEFAULT_LEASE_SECONDS } from './claims.js';
 import { ownerOf } from './rank.js';
 import { Progress } from './progress.js';
-import { buildManifest, readCompletionRecords } from './manifest.js';
+import { manifestOf, writeDirManifest } from './manifest.js';
+import { ensureRunInfo, readRecords } from './records.js';
+import { commitUnit } from './commit.js';
+import { rankStart, rankEnd } from './rank-books.js';
 import { InputReadError } from '../../stages/read.js';
 import { onInterrupt } from './interrupt.js';
 
@@ -53,6 +56,8 @@ export interface RunCounts {
   units_skipped: number;
   units_other_rank: number;
   units_claimed_elsewhere: number;
+  /** Units this runner scored but another runner committed first (or took over after this one's lease ran out). */
+  units_lost: number;
   docs_in: number;
   scored: number;
   rejected: number;
@@ -63,7 +68,7 @@ export interface RunCounts {
 type Skip = 'done' | 'rank' | 'claimed' | null;
 
 export class Executor {
-  readonly counts: RunCounts = { units_written: 0, units_skipped: 0, units_other_rank: 0, units_claimed_elsewhere: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
+  readonly counts: RunCounts = { units_written: 0, units_skipped: 0, units_other_rank: 0, units_claimed_elsewhere: 0, units_lost: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
   readonly claims: Claims;
   readonly progress: Progress;
   private readonly rank: number;
@@ -74,6 +79,10 @@ export class Executor {
   private readonly abandoned = new Set<string>();
   /** Parts passed over because another live runner held them, by input source: looked at again at the end. */
   private readonly claimedElsewhere = new Map<string, Set<number>>();
+  /** `done` lists every done unit of this rank (from a listing), or only those of its summary (then check the rest). */
+  private doneKnown = true;
+  /** Records of the units this rank owns that are done: read at start, added as units commit; its summary at the end. */
+  private ownDone = new Map<string, CompletionRecord>();
   private rejectsRead = 0;
   private inputBytesDone = 0;
   // Bytes of the current input read so far (streamed formats), so the ETA moves inside a large shard.
@@ -87,10 +96,16 @@ export class Executor {
     this.progress = new Progress(opts.inputs.reduce((a, s) => a + s.bytes, 0), () => ({ ...live(), rejected: this.rejectsRead, inputBytesDone: this.inputBytesDone + this.shardBytesRead }), opts.progress);
   }
 
-  /** Read which units are done already (resume). Only whole `.json` records count: a crash can leave a `*.tmp`. */
+  /**
+   * Read which of this rank's units are done already (resume): only the records of the units it owns (its
+   * summary, else the records themselves), never the whole dir; publish what a crash left staged.
+   */
   static async open(opts: ExecutorOptions): Promise<Executor> {
     const x = new Executor(opts);
-    x.done = new Set((await readCompletionRecords(opts.store)).filter((r) => r.config_sha256 === opts.configSha).map((r) => r.unit));
+    const start = await rankStart(opts.store, { rank: x.rank, worldSize: x.worldSize, configSha: opts.configSha });
+    x.ownDone = start.done;
+    x.done = new Set(x.ownDone.keys());
+    x.doneKnown = start.complete;
     return x;
   }
 
@@ -199,14 +214,23 @@ export class Executor {
     const { name } = unit;
     if (this.done.has(name)) return 'done';
     if (ownerOf(name, this.worldSize) !== this.rank) return 'rank';
+    if (!this.doneKnown && (await this.doneMeanwhile(name))) return 'done';
     if (!(await this.claims.acquire(name))) return 'claimed';
     // Finished by another runner since this one started (its claim is gone once it is done).
-    if (await this.opts.store.exists(donePath(unit))) {
+    if (await this.doneMeanwhile(name)) {
       await this.claims.finish(name);
       return 'done';
     }
     crashPoint('claim-acquired');
     return null;
+  }
+
+  /** One GET: whether `name` has a record of this configuration (then it is remembered for the summary). */
+  private async doneMeanwhile(name: string): Promise<boolean> {
+    const [r] = await readRecords(this.opts.store, [name]);
+    if (!r || r.config_sha256 !== this.opts.configSha) return false;
+    this.ownDone.set(name, r);
+    return true;
   }
 
   /** The gather stage: records of a unit, in any order, back into one whole unit in row order. */
@@ -232,24 +256,35 @@ export class Executor {
     });
   }
 
-  /** Make a unit durable: data file, rejects, then the completion record (the unit is done once it exists). */
+  /**
+   * Make a unit durable exactly once, whatever bytes other runners of it produced (commit.ts): staged data and
+   * rejects, the lease fence, the exclusive completion record, then the data file published.
+   */
   async commit(e: EncodedUnit): Promise<void> {
     const { store } = this.opts;
-    await store.writeAtomic(e.file, e.bytes);
-    crashPoint('unit-data-written');
-    let rejectsFile: string | null = null;
-    if (e.rejects.length) {
-      rejectsFile = rejectsPath(e.unit);
-      await store.writeAtomic(rejectsFile, new TextEncoder().encode(e.rejects.map((r) => JSON.stringify(r)).join('\n') + '\n'));
-      crashPoint('unit-rejects-written');
-    }
-    const record: CompletionRecord = {
-      unit: e.unit.name, source: e.unit.source, part: e.unit.part, first_row: e.unit.firstRow,
-      docs_in: e.records, scored: e.scored, rejected: e.rejects.length, tokens: e.tokens, scored_tokens: e.scoredTokens,
-      file: e.file, bytes: e.bytes.length, sha256: sha256(e.bytes), rejects_file: rejectsFile, config_sha256: this.opts.configSha,
+    const output = {
+      file: e.file, bytes: e.bytes,
+      rejects: e.rejects.length ? { file: rejectsPath(e.unit), bytes: new TextEncoder().encode(e.rejects.map((r) => JSON.stringify(r)).join('\n') + '\n') } : null,
+      record: {
+        unit: e.unit.name, source: e.unit.source, part: e.unit.part, first_row: e.unit.firstRow,
+        docs_in: e.records, scored: e.scored, rejected: e.rejects.length, tokens: e.tokens, scored_tokens: e.scoredTokens, config_sha256: this.opts.configSha,
+      },
     };
-    await store.writeAtomic(donePath(e.unit), new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
-    crashPoint('unit-record-written');
+    let result = await commitUnit(store, output, () => this.claims.holds(e.unit.name));
+    // This runner's own lease ran out (it was paused or starved): if nobody took the unit over, claim it again
+    // (the next generation) and commit the bytes it holds; if someone did, their commit decides.
+    if (!result.won && result.why === 'lease-lost' && (await this.claims.acquire(e.unit.name))) {
+      result = await commitUnit(store, output, () => this.claims.holds(e.unit.name));
+    }
+    if (!result.won) {
+      // Another runner's record stands (it scored this unit too, or took it over after this lease ran out).
+      await this.claims.drop(e.unit.name);
+      if (result.record) this.ownDone.set(e.unit.name, result.record);
+      this.counts.units_lost++;
+      return;
+    }
+    const record = result.record;
+    this.ownDone.set(e.unit.name, record);
     await this.claims.finish(e.unit.name);
     const c = this.counts;
     c.units_written++;
@@ -261,16 +296,20 @@ export class Executor {
     this.progress.draw();
   }
 
-  /** manifest.json: provenance and the accounting of the whole dir, rebuilt from the completion records. */
-  async writeManifest(provenance: Record<string, string>, runMeta: Record<string, unknown>): Promise<Manifest> {
-    const manifest = await buildManifest(this.opts.store, {
-      provenance,
-      inputs: this.opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes, key: s.key })),
-      configSha: this.opts.configSha,
-      runMeta,
+  /**
+   * The end of a rank: its summary (the records of its units, batched), then manifest.json if it is the last
+   * rank to finish ('dir'); otherwise the manifest of its own share, not written ('rank').
+   */
+  async finish(provenance: Record<string, string>, runMeta: Record<string, unknown>): Promise<{ manifest: Manifest; scope: 'dir' | 'rank' }> {
+    const { store, configSha } = this.opts;
+    const run = { provenance, inputs: this.opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes, ...(s.key ? { key: s.key } : {}) })) };
+    const runFile = await ensureRunInfo(store, run);
+    const last = await rankEnd(store, {
+      rank: this.rank, world_size: this.worldSize, config_sha256: configSha, run_file: runFile,
+      complete: this.counts.units_claimed_elsewhere === 0 && this.counts.units_lost === 0 && this.unreadable.length === 0, finished_at: new Date().toISOString(),
+      run: { ...this.counts, ...runMeta, stages: undefined }, records: [...this.ownDone.values()],
     });
-    crashPoint('manifest');
-    await this.opts.store.writeAtomic(LAYOUT.manifest, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + '\n'));
-    return manifest;
+    if (last) return { manifest: (await writeDirManifest(store, { runMeta, run, configSha })).manifest, scope: 'dir' };
+    return { manifest: manifestOf([...this.ownDone.values()], { ...run, configSha, runMeta: { ...runMeta, scope: `rank ${this.rank} of ${this.worldSize}` } }), scope: 'rank' };
   }
 }

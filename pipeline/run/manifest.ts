@@ -3,24 +3,56 @@
 // everything else is a function of the inputs and the configuration.
 import { LAYOUT, recordKey, shardKey, type CompletionRecord } from '../../schemas/layout.js';
 import type { OutputStore } from '../../schemas/store.js';
-import type { InputShard } from '../io/inputs.js';
 import { provenanceViews } from '../../schemas/contract.js';
 import type { ShardAccount, Manifest } from '../../schemas/manifest.js';
+import { readAllRecords, readRunInfo, RANKS_DIR, type ReadStats, type RunInfo, type RunInput } from './records.js';
+import { createHash } from 'node:crypto';
+import { ConfigError } from '../../schemas/errors.js';
+import { crashPoint } from '../../schemas/crashpoints.js';
 
 export type { ShardAccount, Manifest };
 
+/**
+ * Every completion record of the dir, sorted by unit: from the per-rank summaries and the records no
+ * summary holds, read in parallel (records.ts).
+ */
 export async function readCompletionRecords(store: OutputStore): Promise<CompletionRecord[]> {
-  const out: CompletionRecord[] = [];
-  for (const rel of await store.list(LAYOUT.doneDir)) {
-    if (!rel.endsWith('.json')) continue;
-    out.push(JSON.parse(new TextDecoder().decode((await store.read(rel))!)) as CompletionRecord);
-  }
-  return out.sort((a, b) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0));
+  return (await readAllRecords(store)).records;
 }
 
-export async function buildManifest(store: OutputStore, opts: { provenance: Record<string, string>; inputs: (Omit<InputShard, 'location' | 'key'> & { key?: string })[]; configSha: string; runMeta: Record<string, unknown> }): Promise<Manifest> {
-  const records = (await readCompletionRecords(store)).filter((r) => r.config_sha256 === opts.configSha);
-  // By shard key (the canonical location's), so every spelling of one input is one shard.
+export interface ManifestInput {
+  provenance: Record<string, string>;
+  /** By shard key (the canonical location's, when given), so every spelling of one input is one shard. */
+  inputs: RunInput[];
+  configSha: string;
+  runMeta: Record<string, unknown>;
+}
+
+/**
+ * Build manifest.json of the whole dir from what is stored in it (config, summaries, records, the newest
+ * run's input list) and write it: what the last rank to finish does, and `rho manifest DIR`. `run` gives
+ * the provenance and inputs when the caller has them (a rank), else they come from `_rho/runs/`.
+ */
+export async function writeDirManifest(store: OutputStore, opts: { runMeta: Record<string, unknown>; run?: RunInfo; configSha?: string }): Promise<{ manifest: Manifest; stats: ReadStats }> {
+  let configSha = opts.configSha;
+  if (!configSha) {
+    const config = await store.read(LAYOUT.config);
+    if (!config) throw new ConfigError(`${store.root} is not a rho output (no ${LAYOUT.config})`);
+    configSha = createHash('sha256').update(new TextDecoder().decode(config).replace(/\n$/, '')).digest('hex');
+  }
+  const all = await readAllRecords(store);
+  let run = opts.run ?? null;
+  if (!run && all.runFile) run = await readRunInfo(store, all.runFile);
+  if (!run) throw new ConfigError(`${store.root}: no rank has finished yet (no summary in ${RANKS_DIR}/ naming the run's inputs), so the manifest cannot list the inputs; run rho score to its end first`);
+  const manifest = manifestOf(all.records, { provenance: run.provenance, inputs: run.inputs, configSha, runMeta: opts.runMeta });
+  crashPoint('manifest');
+  await store.writeAtomic(LAYOUT.manifest, new TextEncoder().encode(JSON.stringify(manifest, null, 2) + '\n'));
+  return { manifest, stats: all.stats };
+}
+
+/** The manifest over `records` (those of another configuration are left out). */
+export function manifestOf(all: CompletionRecord[], opts: ManifestInput): Manifest {
+  const records = all.filter((r) => r.config_sha256 === opts.configSha).sort((a, b) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0));
   const bySource = new Map<string, ShardAccount>();
   for (const s of opts.inputs) {
     const key = s.key ?? shardKey(s.source);

@@ -340,6 +340,17 @@ test('without select_mask, the dropped-tokens table counts the tokens outside th
   t.regex(page, /Unselected: by --by excess --ref ref --base base --ratio 0\.6 --scope global/);
 });
 
+test('--max-groups caps the sources drawn one by one (memory stays bounded with many shards)', (t) => {
+  const file = join(tmp('rho-inspect-report-cap-'), 'r.html');
+  const r = rho(['report', sel, '--out', file, '--samples', '0', '--max-groups', '2', '--no-progress']);
+  t.is(r.status, 0, r.stderr);
+  const page = readFileSync(file, 'utf8');
+  t.is([...page.matchAll(/<path class="cdf-line" data-metric="ref_loss" data-group="([^"]+)"/g)].length, 1 + 2, 'all + 2 sources');
+  t.is([...page.matchAll(/<path class="cdf-line" data-model="ref" data-group="([^"]+)"/g)].length, 2, 'document means: 2 sources');
+  t.regex(page, /1 more sources are in "all" but not drawn one by one/);
+  t.regex(page, /1 more sources not drawn \(--max-groups\)/);
+});
+
 test('--help and a dir without score files', (t) => {
   const h = rho(['report', '--help']);
   t.is(h.status, 0);

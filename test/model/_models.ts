@@ -14,7 +14,7 @@ import { missing } from '../requirements.js';
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const FIXTURE_MODELS = path.join(REPO, 'fixtures', 'models');
 
-export type Kind = 'llama' | 'gpt2' | 'llama-fp16' | 'llama-ext' | 'llama-kv' | 'llama-op11';
+export type Kind = 'llama' | 'gpt2' | 'llama-fp16' | 'llama-ext' | 'llama-kv' | 'llama-op11' | 'llama-relu';
 
 const MAKE_PY = String.raw`import sys, os, torch, onnx, numpy as np
 from onnx import helper, TensorProto
@@ -86,6 +86,13 @@ m.graph.node.append(helper.make_node('Cast', ['logits_f32'], ['logits'], to=Tens
 m.graph.output[0].type.tensor_type.elem_type = TensorProto.FLOAT16
 os.makedirs(f'{out}/llama-fp16', exist_ok=True)
 onnx.save(m, f'{out}/llama-fp16/model.onnx')
+# a head rho cannot slice: Relu between the projection and logits (not an elementwise step with a scalar constant)
+m = onnx.load(f'{out}/llama/model.onnx')
+for n in m.graph.node:
+    n.output[:] = ['logits_pre' if o == 'logits' else o for o in n.output]
+m.graph.node.append(helper.make_node('Relu', ['logits_pre'], ['logits'], name='head_relu'))
+os.makedirs(f'{out}/llama-relu', exist_ok=True)
+onnx.save(m, f'{out}/llama-relu/model.onnx')
 m = onnx.load(f'{out}/llama/model.onnx')
 os.makedirs(f'{out}/llama-ext', exist_ok=True)
 onnx.save_model(m, f'{out}/llama-ext/model.onnx', save_as_external_data=True, all_tensors_to_one_file=True, location='model.onnx_data', size_threshold=0)

@@ -120,3 +120,39 @@ test('no [B,T,V] tensor: the prepared chunked graph has no node whose output can
     t.true(g.nodes.some((n) => n.opType === 'Loop'), `${c.model}: vocabulary slices run in a Loop`);
   }
 });
+
+test('every fixture model: the chunked head gives the full head\'s results within 2e-5 (fp16 end to end: 1e-2)', async (t) => {
+  const { readdirSync } = await import('node:fs');
+  const kinds = readdirSync(FIXTURE_MODELS).filter((k) => existsSync(path.join(FIXTURE_MODELS, k, 'model.onnx'))).sort();
+  t.true(kinds.length >= 11, kinds.join(', '));
+  for (const kind of kinds) {
+    const file = path.join(FIXTURE_MODELS, kind, 'model.onnx');
+    const out: Record<string, { lp: Float32Array; ent: Float32Array }> = {};
+    for (const head of ['chunked', 'full'] as const) {
+      // 100-entry slices, so several slices combine even at V = 500.
+      const p = await prepareModel({ path: file, name: 'ref', cacheDir, entropy: true, head, sliceVocab: head === 'chunked' ? 100 : undefined });
+      t.is(p.head.kind, head, `${kind} ${head}`);
+      const s = await Scorer.open({ models: [p], device: 'cpu', tokenizerVocabSize: 2, intraOpThreads: 1 });
+      try {
+        const V = s.vocabSizes.get('ref')!;
+        const lengths = [17, 9, 2];
+        const width = 17;
+        let seed = 5;
+        const tokens = new Int32Array(lengths.length * width);
+        lengths.forEach((n, b) => { for (let i = 0; i < n; i++) tokens[b * width + i] = 1 + ((seed = (seed * 1103515245 + 12345) % 2147483648) % (V - 1)); });
+        const r = (await s.score({ rows: lengths.length, width, tokens, lengths: Int32Array.from(lengths), windows: [] })).get('ref')!;
+        out[head] = { lp: r.logprob, ent: r.entropy! };
+      } finally {
+        await s.close();
+      }
+    }
+    let d = 0;
+    for (let i = 0; i < out.full!.lp.length; i++) {
+      if (Number.isNaN(out.full!.lp[i]!)) continue;
+      d = Math.max(d, Math.abs(out.full!.lp[i]! - out.chunked!.lp[i]!), Math.abs(out.full!.ent[i]! - out.chunked!.ent[i]!));
+    }
+    const tol = kind === 'fp16' ? 1e-2 : 2e-5;
+    t.log(`${kind}: chunked vs full max diff ${d.toExponential(2)} (tolerance ${tol})`);
+    t.true(d < tol, `${kind}: ${d}`);
+  }
+});

@@ -223,3 +223,35 @@ test('--device webgpu either runs nodes on the WebGPU provider or is refused cle
     await s.close();
   }
 });
+
+test('a head rho cannot slice falls back to the full head, says so once on stderr, and still matches the reference', async (t) => {
+  const m = await modelPath('llama-relu');
+  if (!m) return t.fail('no llama-relu model: /usr/bin/python3 with torch + onnx is needed to generate it (apt-get install -y python3-torch python3-onnx)');
+  const writes: string[] = [];
+  const orig = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    writes.push(String(chunk));
+    return (orig as (...a: unknown[]) => boolean)(chunk, ...rest);
+  }) as typeof process.stderr.write;
+  let p: PreparedModel;
+  try {
+    p = await prepareModel({ path: m.path, name: 'ref', cacheDir, entropy: true });
+    await prepareModel({ path: m.path, name: 'ref', cacheDir, entropy: true });
+  } finally {
+    process.stderr.write = orig;
+  }
+  t.is(p.head.kind, 'full');
+  t.regex(p.head.kind === 'full' ? p.head.reason : '', /Relu "head_relu"/);
+  const notes = writes.filter((w) => w.includes('LM head not recognised'));
+  t.is(notes.length, 1, 'said once');
+  t.regex(notes[0]!, /scoring with the model's full head/);
+  const s = await Scorer.open({ models: [p], device: 'cpu', tokenizerVocabSize: 2 });
+  try {
+    const batch = makeBatch([6, 3], s.vocabSizes.get('ref')!, 9);
+    const r = (await s.score(batch)).get('ref')!;
+    const c = await compare(p, batch, r.logprob, r.entropy);
+    t.true(c.maxLp < 1e-4 && c.maxEnt < 1e-4 && c.nanOk);
+  } finally {
+    await s.close();
+  }
+});

@@ -41,7 +41,7 @@ async function runCounts(out: string, rank = 0, worldSize = 1) {
     stats = c.stats;
     return c.output;
   });
-  const manifest = await x.writeManifest({ 'rho.schema_version': '1' }, {});
+  const { manifest } = await x.finish({ 'rho.schema_version': '1' }, {});
   return { counts: x.counts, stats, manifest };
 }
 

@@ -28,14 +28,14 @@ function rho(argv: string[], env: Record<string, string> = {}): Promise<Outcome>
   });
 }
 
-/** Every file that must be identical between runs: data, completion records, rejects, config (not manifest.json: it holds wall times; not claims). */
+/** Every file that must be identical between runs: data, completion records, rejects, config (not manifest.json nor the rank summaries: they hold wall times; not claims). */
 function snapshot(dir: string): Map<string, string> {
   const out = new Map<string, string>();
   const walk = (d: string) => {
     for (const n of readdirSync(d)) {
       const p = join(d, n);
       const rel = relative(dir, p);
-      if (statSync(p).isDirectory()) { if (rel !== '_rho/claims') walk(p); continue; }
+      if (statSync(p).isDirectory()) { if (rel !== '_rho/claims' && rel !== '_rho/ranks') walk(p); continue; }
       if (rel === 'manifest.json' || n.endsWith('.tmp')) continue;
       out.set(rel, readFileSync(p).toString('base64'));
     }

@@ -10,6 +10,8 @@ export interface FaultCounts {
   resetBefore: number;
   lostResponse: number;
   cutBody: number;
+  /** Requests by kind: GET, PUT, HEAD, DELETE, LIST (a GET with list-type), COPY (a PUT with x-amz-copy-source). */
+  byKind: Record<string, number>;
 }
 
 export interface FaultProxy {
@@ -31,16 +33,21 @@ export interface FaultProxy {
 
 const SLOWDOWN = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>';
 
-export async function startFaultProxy(target: string, opts: { every?: number } = {}): Promise<FaultProxy> {
+/** `delayMs`: added to every request before it is forwarded (the latency of a remote object store). */
+export async function startFaultProxy(target: string, opts: { every?: number; delayMs?: number } = {}): Promise<FaultProxy> {
   const t = new URL(target);
   const every = opts.every ?? 4;
-  const counts: FaultCounts = { requests: 0, slowDown: 0, resetBefore: 0, lostResponse: 0, cutBody: 0 };
+  const counts: FaultCounts = { requests: 0, slowDown: 0, resetBefore: 0, lostResponse: 0, cutBody: 0, byKind: {} };
+  const delayMs = opts.delayMs ?? 0;
   const state = { enabled: true, ignoreIfNoneMatch: false, brokenKey: null as string | null, brokenCut: false, brokenSkip: 0, brokenSeen: 0 };
   const server: Server = createServer((req: IncomingMessage, res) => {
     const n = ++counts.requests;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
+    const kind = req.method === 'GET' && /[?&]list-type=/.test(req.url ?? '') ? 'LIST' : req.method === 'PUT' && req.headers['x-amz-copy-source'] ? 'COPY' : req.method ?? '?';
+    counts.byKind[kind] = (counts.byKind[kind] ?? 0) + 1;
+    req.on('end', () => (delayMs > 0 ? setTimeout(forward, delayMs) : forward()));
+    const forward = () => {
       const body = Buffer.concat(chunks);
       // One request in `every` gets a fault, rotating through the four kinds.
       let flushCut = false;
@@ -98,7 +105,7 @@ export async function startFaultProxy(target: string, opts: { every?: number } =
       });
       up.on('error', () => req.socket.destroy());
       up.end(body);
-    });
+    };
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as { port: number }).port;

@@ -19,6 +19,8 @@ import { parseRecord, checkUnit, checkRejects } from './records.js';
 import { readManifest, manifestInputs, checkManifest } from './manifest.js';
 import { checkInput, fileToCheck, sourceToCheck } from './inputs.js';
 import { INPUTS_DIR, readShardEntry } from '../../io/input-checks.js';
+import { listSummaries, mapLimit, READ_CONCURRENCY, type RankSummary } from '../../run/records.js';
+import { STAGED_DIR } from '../../run/commit.js';
 
 export type { Severity, Finding, VerifyOptions, VerifyReport } from './report.js';
 
@@ -88,9 +90,15 @@ async function readRecords(store: OutputStore, all: string[], config: RunIdentit
   const referenced = new Set<string>();
   /** Units whose record exists but is unreadable: present for the missing-unit check, their data unverifiable. */
   const brokenUnits = new Set<string>();
-  for (const rel of recordFiles) {
+  // Read in parallel (bounded), checked in listing order.
+  const recordBytes = await mapLimit(recordFiles, READ_CONCURRENCY, (rel) => store.read(rel));
+  const recordByUnit = new Map<string, CompletionRecord>();
+  for (const [i, rel] of recordFiles.entries()) {
     const unit = rel.slice(LAYOUT.doneDir.length + 1, -'.json'.length);
-    const rec = parseRecord(rel, (await store.read(rel))!, f);
+    const bytes = recordBytes[i];
+    if (!bytes) continue; // deleted since the listing
+    const rec = parseRecord(rel, bytes, f);
+    if (rec) recordByUnit.set(unit, rec);
     if (!rec) {
       brokenUnits.add(unit);
       referenced.add(`${unit}.${config.format}`);
@@ -104,6 +112,26 @@ async function readRecords(store: OutputStore, all: string[], config: RunIdentit
     referenced.add(rec.file);
     if (rec.rejects_file) referenced.add(rec.rejects_file);
     records.push(rec);
+  }
+
+  // Rank summaries: a cache of records, so each entry should equal the record it copies. The records are the
+  // authority (a stale manifest built from a stale summary is an error of its own, below): a warning.
+  const summaryFiles = (await listSummaries(store)).map((x) => x.rel);
+  const summaryBytes = await mapLimit(summaryFiles, READ_CONCURRENCY, (rel) => store.read(rel));
+  for (const [i, rel] of summaryFiles.entries()) {
+    let summary: RankSummary;
+    try {
+      summary = JSON.parse(text(summaryBytes[i] ?? new Uint8Array())) as RankSummary;
+    } catch (e) {
+      f.warn('summary', rel, `rank summary is not valid JSON (${(e as Error).message}); delete it (the rank's next run rewrites it)`);
+      continue;
+    }
+    for (const r of summary.records ?? []) {
+      const stored = recordByUnit.get(r.unit);
+      if (stored && JSON.stringify(stored) !== JSON.stringify(r)) {
+        f.warn('summary', rel, `the entry of unit ${r.unit} differs from ${LAYOUT.doneDir}/${r.unit}.json; delete the summary (the rank's next run rewrites it)`, { field: 'records' });
+      }
+    }
   }
 
   return { records, brokenUnits, referenced };
@@ -121,6 +149,10 @@ function checkUnclaimedFiles(dir: string, all: string[], referenced: Set<string>
   for (const sh of manifest?.shards ?? []) if (typeof sh?.key === 'string') { unitFolders.add(sh.key); unitFolders.add(`shard=${sh.key}`); }
   for (const rel of all) {
     if (rel.endsWith('.tmp') || referenced.has(rel)) continue;
+    if (rel.startsWith(`${STAGED_DIR}/`)) {
+      f.warn('staged', rel, 'staged data file not published: a runner died before or just after committing its unit (rho score on this dir publishes or deletes it); not part of the output');
+      continue;
+    }
     if (!rel.startsWith('_rho/') && rel !== LAYOUT.manifest && /(^|\/)(_rho\/config\.json|manifest\.json)$/.test(rel)) {
       f.error('nested-output', rel, `another output dir is nested inside this one (${rel.slice(0, rel.lastIndexOf('/')).replace(/\/_rho$/, '')}): readers of ${dir}/**/*.parquet count its files too; move it out`);
       continue;

@@ -7,13 +7,14 @@ import type { OutputStore } from '../../../schemas/store.js';
 import { text, type Findings, type RunIdentityView, type ShardSeen, type VerifyReport } from './report.js';
 import { checkMetadata, checkSchema } from './schema.js';
 import { checkRows } from './rows.js';
+import { stagedPath } from '../../run/commit.js';
 
 export function parseRecord(rel: string, bytes: Uint8Array, f: Findings): CompletionRecord | null {
   let rec: Record<string, unknown>;
   try {
     rec = JSON.parse(text(bytes)) as Record<string, unknown>;
   } catch (e) {
-    f.error('record', rel, `completion record is not valid JSON (truncated or corrupt: ${(e as Error).message}); delete it and rerun rho score to redo the unit`);
+    f.error('record', rel, `completion record is not valid JSON (truncated or corrupt: ${(e as Error).message}); delete it and the rank summaries (${LAYOUT.doneDir.replace("done", "ranks")}/, a cache of records) and rerun rho score to redo the unit`);
     return null;
   }
   if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) {
@@ -44,7 +45,9 @@ export async function checkUnit(store: OutputStore, rec: CompletionRecord, confi
   const rel = rec.file;
   const bytes = await store.read(rel);
   if (!bytes) {
-    f.error('file-missing', rel, `data file of unit ${rec.unit} is missing (its completion record exists); delete ${LAYOUT.doneDir}/${rec.unit}.json and rerun rho score`);
+    const staged = stagedPath(rec.unit, rec.sha256, rel.endsWith('.arrow') ? 'arrow' : 'parquet');
+    if (await store.exists(staged)) f.error('file-missing', rel, `data file of unit ${rec.unit} is not published yet (its runner died between committing and publishing; ${staged} holds it): rerun rho score on this dir to publish it`);
+    else f.error('file-missing', rel, `data file of unit ${rec.unit} is missing (its completion record exists); delete ${LAYOUT.doneDir}/${rec.unit}.json and the rank summaries (_rho/ranks/, a cache of records) and rerun rho score`);
     shard.unreadableParts.add(rec.part);
     return;
   }

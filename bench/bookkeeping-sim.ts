@@ -1,0 +1,127 @@
+// Scale simulation of rho's bookkeeping (docs/scale.md): an output dir on a real S3 server (radosgw) with
+// N completion records written as rho writes them (no scoring), behind a proxy that adds a fixed latency to
+// every request; then, for one rank of a large world, the requests and time of its start and its end (the
+// same calls rho score makes: pipeline/rank-books.ts), of `rho status` and of `rho manifest`.
+//
+//   node dist/bench/bookkeeping-sim.js [--units 100000] [--world 1000] [--rank 3] [--delay-ms 10] [--no-summaries-pass]
+//
+// Needs radosgw (apt-get install ceph-mon ceph-osd radosgw ceph-common). Prints one JSON object.
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
+import { startRadosgw } from '../test/services/radosgw.js';
+import { startFaultProxy } from '../test/services/fault-proxy.js';
+import { S3Store, s3Client } from '../pipeline/io/s3.js';
+import { LAYOUT, unitName, dataPath, type CompletionRecord } from '../schemas/layout.js';
+import { ownerOf, WORLD_PATH } from '../pipeline/run/rank.js';
+import { ensureRunInfo, listSummaries, mapLimit, summaryPath, writeSummary } from '../pipeline/run/records.js';
+import { rankStart, rankEnd } from '../pipeline/run/rank-books.js';
+import { runStatus } from '../pipeline/launch/status.js';
+import { writeDirManifest } from '../pipeline/run/manifest.js';
+
+const arg = (name: string, dflt: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const UNITS = arg('units', 100_000);
+const WORLD = arg('world', 1000);
+const RANK = arg('rank', 3);
+const DELAY = arg('delay-ms', 10);
+const PARTS = 10; // units per shard
+const UNIT_DOCS = 10_000;
+const WORST_CASE_PASS = !process.argv.includes("--no-summaries-pass");
+
+const log = (s: string) => process.stderr.write(`[sim ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
+
+const rgw = await startRadosgw();
+const result: Record<string, unknown> = { units: UNITS, world: WORLD, rank: RANK, delay_ms: DELAY };
+try {
+  Object.assign(process.env, rgw.env);
+  const admin = s3Client({ endpoint: rgw.endpoint });
+  await admin.send(new CreateBucketCommand({ Bucket: 'rho-sim' }));
+  const direct = new S3Store('s3://rho-sim/out', { endpoint: rgw.endpoint });
+
+  // ---- the dir, as N ranks of rho score would leave it ----
+  const identity = JSON.stringify({ schema_version: 1, models: [{ name: 'ref', sha256: 'a'.repeat(64) }], tokenizer_sha256: 'b'.repeat(64), context: 2048, stride: 2048, special_tokens: { post_processor: true, append_eos: false, eos_id: null }, entropy: false, text_field: 'text', id_field: null, unit_docs: UNIT_DOCS, format: 'parquet' }, null, 2);
+  const configSha = createHash('sha256').update(identity).digest('hex');
+  await direct.writeAtomic(LAYOUT.config, new TextEncoder().encode(identity + '\n'));
+  await direct.writeAtomic(WORLD_PATH, new TextEncoder().encode(JSON.stringify({ world_size: WORLD }) + '\n'));
+  const shards = Array.from({ length: Math.ceil(UNITS / PARTS) }, (_, i) => ({ source: `s3://rho-sim-in/fineweb/shard-${String(i).padStart(6, '0')}.jsonl.zst`, bytes: 1_500_000_000 }));
+  const provenance = { 'rho.schema_version': '1', 'rho.version': 'sim', 'rho.models': JSON.stringify([{ name: 'ref', sha256: 'a'.repeat(64) }]), 'rho.tokenizer': JSON.stringify({ path: 't.json', sha256: 'b'.repeat(64) }), 'rho.context': '2048', 'rho.stride': '2048', 'rho.special_tokens': JSON.stringify({ post_processor: true, append_eos: false }) };
+  const runFile = await ensureRunInfo(direct, { provenance, inputs: shards });
+  const records: CompletionRecord[] = [];
+  for (const [si, s] of shards.entries()) {
+    for (let p = 0; p < PARTS && records.length < UNITS; p++) {
+      const id = { source: s.source, part: p };
+      const docs = p === PARTS - 1 ? UNIT_DOCS / 2 : UNIT_DOCS;
+      records.push({
+        unit: unitName(id), source: s.source, part: p, first_row: p * UNIT_DOCS, docs_in: docs, scored: docs - (si % 7 === 0 ? 1 : 0), rejected: si % 7 === 0 ? 1 : 0,
+        tokens: docs * 1000, scored_tokens: docs * 999, file: dataPath(id, 'parquet'), bytes: 40_000_000 + p, sha256: createHash('sha256').update(`${si}/${p}`).digest('hex'),
+        rejects_file: si % 7 === 0 ? `${LAYOUT.rejectsDir}/${unitName(id)}.jsonl` : null, config_sha256: configSha,
+      });
+    }
+  }
+  let t0 = performance.now();
+  let written = 0;
+  await mapLimit(records, 64, async (r) => {
+    await direct.writeAtomic(`${LAYOUT.doneDir}/${r.unit}.json`, new TextEncoder().encode(JSON.stringify(r, null, 2) + '\n'));
+    if (++written % 10_000 === 0) log(`${written} records written`);
+  });
+  result.setup_records_seconds = (performance.now() - t0) / 1000;
+  log(`${UNITS} records in ${(result.setup_records_seconds as number).toFixed(0)} s`);
+  const owner = new Map(records.map((r) => [r.unit, ownerOf(r.unit, WORLD)]));
+  const byRank = new Map<number, CompletionRecord[]>();
+  for (const r of records) { const o = owner.get(r.unit)!; if (!byRank.has(o)) byRank.set(o, []); byRank.get(o)!.push(r); }
+  const own = byRank.get(RANK) ?? [];
+  result.rank_units = own.length;
+  const summaryOf = (rank: number) => ({ rank, world_size: WORLD, config_sha256: configSha, run_file: runFile, complete: true, finished_at: new Date().toISOString(), run: {}, records: byRank.get(rank) ?? [] });
+  t0 = performance.now();
+  // Every other rank has finished (the harder case for the last rank's check is the same listing).
+  await mapLimit([...Array(WORLD).keys()].filter((r) => r !== RANK), 64, (r) => writeSummary(direct, summaryOf(r)));
+  result.setup_summaries_seconds = (performance.now() - t0) / 1000;
+
+  // ---- measured through the latency proxy ----
+  const proxy = await startFaultProxy(rgw.endpoint, { every: Number.POSITIVE_INFINITY, delayMs: DELAY });
+  const store = new S3Store('s3://rho-sim/out', { endpoint: proxy.endpoint });
+  const measure = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const before = { ...proxy.counts.byKind };
+    const n0 = proxy.counts.requests;
+    const s = performance.now();
+    const out = await fn();
+    const byKind = Object.fromEntries(Object.entries(proxy.counts.byKind).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+    result[name] = { seconds: Number(((performance.now() - s) / 1000).toFixed(2)), requests: proxy.counts.requests - n0, by_kind: byKind };
+    log(`${name}: ${JSON.stringify(result[name])}`);
+    return out;
+  };
+  // What rho score does at its start besides rankStart: read the config, check the world size, name the run info.
+  const startCalls = async () => {
+    await store.read(LAYOUT.config);
+    if (!(await store.createExclusive(WORLD_PATH, new TextEncoder().encode(JSON.stringify({ world_size: WORLD }) + '\n')))) await store.read(WORLD_PATH);
+    await ensureRunInfo(store, { provenance, inputs: shards });
+    return rankStart(store, { rank: RANK, worldSize: WORLD, configSha });
+  };
+  const first = await measure('rank_start_without_summary', startCalls);
+  result.rank_start_records_read = first.stats.records_read;
+  if (first.done.size !== own.length) throw new Error(`rank start found ${first.done.size} done units, expected ${own.length}`);
+  const last = await measure('rank_end', () => rankEnd(store, summaryOf(RANK)));
+  if (!last) throw new Error('the rank should have seen every summary');
+  const again = await measure('rank_start_with_summary', startCalls);
+  result.rank_restart_records_read = again.stats.records_read;
+  const status = await measure('status', () => runStatus(store, {}));
+  if (status.units.done !== UNITS || !status.complete) throw new Error(`status: ${JSON.stringify(status.units)} complete=${status.complete}`);
+  const m = await measure('manifest', () => writeDirManifest(store, { runMeta: {} }));
+  if (m.manifest.totals.units_done !== UNITS) throw new Error(`manifest: ${m.manifest.totals.units_done} units`);
+  result.manifest_read = m.stats;
+
+  if (WORST_CASE_PASS) {
+    // The worst case: no rank left a summary (all died before their end): every record is read once.
+    for (const s of await listSummaries(direct)) await direct.remove(s.rel);
+    const m2 = await measure('manifest_without_summaries', () => writeDirManifest(store, { runMeta: {}, run: { provenance, inputs: shards } }));
+    result.manifest_without_summaries_read = m2.stats;
+    if (m2.manifest.totals.units_done !== UNITS) throw new Error(`manifest: ${m2.manifest.totals.units_done} units`);
+  }
+  await proxy.close();
+  void summaryPath;
+} finally {
+  await rgw.stop();
+}
+process.stdout.write(JSON.stringify(result, null, 2) + '\n');

@@ -1,0 +1,23 @@
+// An OutputStore wrapper that records every call (method and path): request counts for the bookkeeping tests,
+// the same evidence strace would give for a local dir or an access log for S3.
+import type { OutputStore } from '../../schemas/store.js';
+
+export interface StoreCall { op: 'write' | 'create' | 'read' | 'exists' | 'list' | 'remove' | 'rename'; rel: string }
+
+export class CountingStore implements OutputStore {
+  calls: StoreCall[] = [];
+  constructor(private readonly inner: OutputStore) {}
+  get root() { return this.inner.root; }
+  reset(): void { this.calls = []; }
+  count(op: StoreCall['op'], prefix = ''): number {
+    return this.calls.filter((c) => c.op === op && c.rel.startsWith(prefix)).length;
+  }
+  writeAtomic(rel: string, bytes: Uint8Array) { this.calls.push({ op: 'write', rel }); return this.inner.writeAtomic(rel, bytes); }
+  createExclusive(rel: string, bytes: Uint8Array) { this.calls.push({ op: 'create', rel }); return this.inner.createExclusive(rel, bytes); }
+  read(rel: string) { this.calls.push({ op: 'read', rel }); return this.inner.read(rel); }
+  exists(rel: string) { this.calls.push({ op: 'exists', rel }); return this.inner.exists(rel); }
+  list(prefix: string) { this.calls.push({ op: 'list', rel: prefix }); return this.inner.list(prefix); }
+  remove(rel: string) { this.calls.push({ op: 'remove', rel }); return this.inner.remove(rel); }
+  rename(from: string, to: string) { this.calls.push({ op: 'rename', rel: from }); return this.inner.rename(from, to); }
+  checkWritable() { return this.inner.checkWritable(); }
+}
