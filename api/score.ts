@@ -58,6 +58,8 @@ interface CommonScoreOptions {
   maxRejectRatio?: number;
   /** `--overwrite` (default false). */
   overwrite?: boolean;
+  /** `--rescore-changed` (default false): inputs changed since their units were scored are rescored, not refused. */
+  rescoreChanged?: boolean;
   /** `--cache-dir` (default $RHO_CACHE_DIR, else ~/.cache/rho). */
   cacheDir?: string;
   /** `--threads` (default on CPU: every core). */
@@ -181,6 +183,7 @@ export async function score(options: ScoreOptions): Promise<ScoreSummary> {
       unitDocs: o.unitDocs ?? 10000,
       maxRejectRatio: o.maxRejectRatio ?? 0.01,
       overwrite: o.overwrite ?? false,
+      rescoreChanged: o.rescoreChanged ?? false,
       cacheDir: o.cacheDir ?? DEFAULT_CACHE_DIR,
       threads: o.threads,
       progress: o.progress ?? true,

@@ -13,8 +13,9 @@ export const LAYOUT = {
 
 /**
  * A stable, readable, collision-free folder name for a shard: its file name without format and
- * compression extensions, plus 8 hex digits of sha256(source as given). Stable when more inputs are
- * added later (it depends on nothing but the source itself).
+ * compression extensions, plus 8 hex digits of sha256 of what it is given — the shard's canonical
+ * location (resolved real path or s3:// URI), so every spelling of one file names one folder. Stable when
+ * more inputs are added later.
  */
 export function shardKey(source: string): string {
   const base = source.split('/').pop()!.replace(/\.(gz|zst|zstd)$/i, '').replace(/\.(jsonl|ndjson|json|parquet|pq|arrow|arrows|ipc|feather)$/i, '');
@@ -26,10 +27,14 @@ export function shardKey(source: string): string {
 export interface UnitId {
   source: string;
   part: number;
+  /** The shard's folder: shardKey(canonical location). Absent: shardKey(source) (outputs of rho before 0.2). */
+  key?: string;
 }
 
 export const partName = (part: number): string => `part-${String(part).padStart(5, '0')}`;
-export const unitName = (u: UnitId): string => `${shardKey(u.source)}/${partName(u.part)}`;
+export const unitName = (u: UnitId): string => `${u.key ?? shardKey(u.source)}/${partName(u.part)}`;
+/** The shard folder a completion record belongs to (from its unit name). */
+export const recordKey = (r: { unit: string }): string => r.unit.slice(0, r.unit.lastIndexOf('/'));
 /**
  * The data file of a unit. With `hive`, the shard folder is named `shard=<key>` so that DuckDB, Spark and
  * Trino read the output dir as one table partitioned by `shard` (Hive layout).

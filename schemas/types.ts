@@ -109,6 +109,8 @@ export interface UnitRef {
   part: number;
   /** Row of the input where the unit starts (part * unitDocs). */
   firstRow: number;
+  /** The shard's folder (shardKey of its canonical location); file paths derive from it. */
+  key?: string;
 }
 
 /**

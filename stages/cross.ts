@@ -61,7 +61,7 @@ class TokenizerGroup {
   constructor(
     readonly tokenizer: TextTokenizer,
     readonly models: PreparedModel[],
-    private readonly scorers: Scorer[],
+    readonly scorers: Scorer[],
     private readonly pool: WindowPool,
     private readonly opts: CrossTokenizerOptions,
     private readonly listener: Listener,
@@ -150,6 +150,11 @@ export class CrossTokenizerModels {
   /** Number of onDocument calls each document gets (one per tokenizer group). */
   get groupCount(): number {
     return this.groups.length;
+  }
+
+  /** Per model tokenizer: one of its scorers and its models (the preflight runs a full window on each). */
+  get probes(): { scorer: Scorer; models: PreparedModel[] }[] {
+    return this.groups.map((g) => ({ scorer: g.scorers[0], models: g.models }));
   }
 
   /** Seconds spent in projection so far, over all groups. */
@@ -265,7 +270,8 @@ export function crossTokenizerStage(cross: CrossTokenizerModels, opts: { chunkDo
         for (const [name, p] of scores) w.item.doc.scores.set(name, p);
         if (--w.groups === 0) {
           waiting.delete(docSeq);
-          ready.push(w.item);
+          // The text was kept for this stage only (tokenizeStage keepText): the output holds token ids.
+          ready.push({ ...w.item, doc: { ...w.item.doc, text: '' } });
         }
       },
       (e) => { failure ??= e; },

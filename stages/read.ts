@@ -1,12 +1,16 @@
 // Readers: JSONL (plain, .gz, .zst), Parquet and Arrow IPC, streamed record by record. A reader never
-// throws for bad records: it yields a reject that names the file, row and field, so the run's accounting
-// adds up. It throws only when the file cannot be opened at all.
+// throws for bad content: a bad record, a corrupt compressed stream, an undecodable Parquet row group or
+// Arrow record batch, a lost footer are rejects that name the file, the row(s) and the decoder's message, so
+// the run's accounting adds up. It throws InputReadError, and only that, when bytes cannot be read at all
+// (network, S3 5xx after the retries, EIO): that is not a property of the data and must not be committed
+// as a reject.
 import { createReadStream, openAsBlob } from 'node:fs';
 import { createGunzip } from 'node:zlib';
-import { pipeline, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { Worker } from 'node:worker_threads';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { RecordBatchReader, tableFromIPC, DataType, type RecordBatch, type Vector } from 'apache-arrow';
-import * as pq from 'parquet-wasm';
+import type { ParquetFromWorker, ParquetToWorker } from './parquet-worker.js';
 import type { DocumentSource, ReadItem } from '../schemas/types.js';
 import { stage, type Stage } from './stage.js';
 
@@ -116,35 +120,73 @@ async function* zstdChunks(input: AsyncIterable<Buffer>): AsyncGenerator<Buffer>
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * A failure to read the bytes of a shard (network, S3 5xx after the retries, EIO, the file vanished): not a
+ * property of the content, so never a reject. The job fails the shard's open units (no reject, no completion
+ * record) and exits non-zero naming the shard, so a rerun does them.
+ */
+export class InputReadError extends Error {
+  constructor(readonly source: string, override readonly cause: Error) {
+    super(`${source}: could not read the input (${cause.message}); nothing of it was rejected: rerun to score it`);
+  }
+}
+
+/** Watch a byte stream for errors of its own (transport), as opposed to errors of what decodes it (content). */
+function watched(stream: Readable): { stream: Readable; failure: () => Error | null } {
+  let failure: Error | null = null;
+  stream.on('error', (e: Error) => { failure ??= e; });
+  return { stream, failure: () => failure };
+}
+
 async function* jsonlLines(source: string, compression: 'gzip' | 'zstd' | null, opener: ShardOpener): AsyncGenerator<{ line: Buffer; lineNo: number } | { error: Error; lineNo: number }> {
-  let input: AsyncIterable<Buffer> = opener.stream(source);
-  // pipeline() (unlike pipe()) forwards a read error of the file to the decompressor, so the loop below ends.
-  if (compression === 'gzip') input = pipeline(input as Readable, createGunzip(), () => {});
-  else if (compression === 'zstd') input = zstdChunks(input);
-  let carry: Buffer | null = null;
+  const raw = watched(opener.stream(source));
+  let input: Readable = raw.stream;
+  if (compression) {
+    // Errors of the file go to the decompressor (so the loop below ends) and are remembered as transport
+    // errors; errors of the decompressor (corrupt data) stay content errors.
+    if (compression === 'gzip') {
+      const dec = createGunzip();
+      raw.stream.on('error', (e: Error) => dec.destroy(e));
+      dec.on('error', () => raw.stream.destroy());
+      raw.stream.pipe(dec);
+      input = dec;
+    } else input = Readable.from(zstdChunks(raw.stream));
+  }
+  // The unfinished line as a list of pieces: a line spanning many chunks is joined once (linear time).
+  let pieces: Buffer[] = [];
   let lineNo = 0;
   try {
-    for await (const chunk of input) {
-      const buf: Buffer = carry ? Buffer.concat([carry, chunk]) : chunk;
+    for await (const chunk of input as AsyncIterable<Buffer>) {
       let start = 0;
       for (;;) {
-        const nl = buf.indexOf(10, start);
+        const nl = chunk.indexOf(10, start);
         if (nl < 0) break;
         lineNo++;
-        yield { line: buf.subarray(start, nl), lineNo };
+        const tail = chunk.subarray(start, nl);
+        if (pieces.length) {
+          pieces.push(tail);
+          yield { line: Buffer.concat(pieces), lineNo };
+          pieces = [];
+        } else yield { line: tail, lineNo };
         start = nl + 1;
       }
-      carry = start < buf.length ? Buffer.from(buf.subarray(start)) : null;
+      if (start < chunk.length) pieces.push(chunk.subarray(start));
     }
   } catch (e) {
+    const transport = raw.failure();
+    if (transport) throw new InputReadError(source, transport);
     const err = e as NodeJS.ErrnoException;
-    const what = err.code === 'Z_BUF_ERROR' || /unexpected end/i.test(err.message) ? `truncated ${compression ?? ''} stream` : 'read error';
+    const what = err.code === 'Z_BUF_ERROR' || /unexpected end/i.test(err.message) ? `truncated ${compression ?? ''} stream` : 'corrupt data';
     yield { error: new Error(`${what}: ${err.message}`), lineNo: lineNo + 1 };
     return;
+  } finally {
+    raw.stream.destroy();
   }
-  if (carry && carry.length > 0) {
+  const transport = raw.failure();
+  if (transport) throw new InputReadError(source, transport);
+  if (pieces.length) {
     lineNo++;
-    yield { line: carry, lineNo };
+    yield { line: Buffer.concat(pieces), lineNo };
   }
 }
 
@@ -252,41 +294,208 @@ function columnProblem(col: Vector | null, name: string, kinds: ('utf8' | 'int')
   return ok ? null : `column "${name}" has type ${String(t)}, expected ${kinds.join(' or ')}`;
 }
 
-async function* readParquet(source: string, opts: ReadOptions, opener: ShardOpener): AsyncGenerator<ReadItem> {
-  const file = await pq.ParquetFile.fromFile(await opener.blob(source));
-  try {
-    const wanted = [opts.textField, ...(opts.idField !== undefined ? [opts.idField] : [])];
-    const meta = file.metadata();
-    const fileMeta = meta.fileMetadata();
-    const numRows = Number(fileMeta.numRows());
-    // Project only the columns we need; a missing column is reported per row (accounting), not thrown.
-    const present = new Set<string>();
-    const arrowSchema = tableFromIPC(file.schema().intoIPCStream() as Uint8Array).schema;
-    for (const f of arrowSchema.fields) present.add(f.name);
-    const columns = wanted.filter((c) => present.has(c));
-    if (columns.length === 0) {
-      yield* fromColumns(source, 0, numRows, () => null, opts);
-      return;
-    }
-    let row = 0;
-    const stream = await file.stream({ columns, batchSize: 1024 });
-    for await (const rb of stream as unknown as AsyncIterable<pq.RecordBatch>) {
-      const batch = tableFromIPC(rb.intoIPCStream() as Uint8Array);
-      yield* fromColumns(source, row, batch.numRows, (name) => batch.getChild(name), opts);
-      row += batch.numRows;
-    }
-    if (row !== numRows) yield reject(source, row, null, 'file', `Parquet file declares ${numRows} rows but ${row} could be read`);
-  } finally {
-    file.free();
+/** Main-thread end of one parquet-worker: serves its byte-range requests and queues its messages. */
+class ParquetDecoder {
+  private readonly worker: Worker;
+  private readonly queue: (ParquetFromWorker | { type: 'died'; message: string })[] = [];
+  private waiting: (() => void) | null = null;
+  /** A byte range could not be read: a transport failure, whatever the decoder says next. */
+  transport: Error | null = null;
+
+  constructor(private readonly blob: Blob) {
+    this.worker = new Worker(new URL('./parquet-worker.js', import.meta.url));
+    this.worker.unref();
+    this.worker.on('message', (m: ParquetFromWorker) => {
+      if (m.type === 'range') this.serve(m.id, m.start, m.end);
+      else this.push(m);
+    });
+    this.worker.on('error', (e: Error) => this.push({ type: 'died', message: `${e.name}: ${e.message}` }));
+    this.worker.on('exit', (code) => this.push({ type: 'died', message: `the decoder stopped (exit code ${code})` }));
+  }
+
+  private push(m: ParquetFromWorker | { type: 'died'; message: string }): void {
+    this.queue.push(m);
+    const w = this.waiting;
+    this.waiting = null;
+    w?.();
+  }
+
+  private serve(id: number, start: number, end: number): void {
+    this.blob.slice(start, end).arrayBuffer().then(
+      (ab) => this.worker.postMessage({ type: 'range', id, bytes: new Uint8Array(ab) } satisfies ParquetToWorker, [ab]),
+      (e: Error) => {
+        this.transport ??= e;
+        this.worker.postMessage({ type: 'range', id, error: e.message } satisfies ParquetToWorker);
+      },
+    );
+  }
+
+  send(m: ParquetToWorker): void {
+    this.worker.postMessage(m);
+  }
+
+  async next(): Promise<ParquetFromWorker | { type: 'died'; message: string }> {
+    while (this.queue.length === 0) await new Promise<void>((r) => { this.waiting = r; });
+    return this.queue.shift()!;
+  }
+
+  close(): void {
+    void this.worker.terminate();
   }
 }
 
+async function* readParquet(source: string, opts: ReadOptions, opener: ShardOpener): AsyncGenerator<ReadItem> {
+  let blob: Blob;
+  try {
+    blob = await opener.blob(source);
+  } catch (e) {
+    throw new InputReadError(source, e as Error);
+  }
+  let dec: ParquetDecoder | null = null;
+  const openDecoder = async () => {
+    dec = new ParquetDecoder(blob);
+    dec.send({ type: 'open', size: blob.size });
+    const m = await dec.next();
+    if (dec.transport) throw new InputReadError(source, dec.transport);
+    return m;
+  };
+  try {
+    const meta = await openDecoder();
+    if (meta.type !== 'meta') {
+      // The footer is gone or corrupt: how many rows the file had is unknown, so one reject stands for it.
+      yield reject(source, 0, null, 'file', `not a readable Parquet file (${'message' in meta ? meta.message : meta.type}); no row of it could be read`);
+      return;
+    }
+    const wanted = [opts.textField, ...(opts.idField !== undefined ? [opts.idField] : [])];
+    const present = new Set(tableFromIPC(meta.schemaIpc).schema.fields.map((f) => f.name));
+    // Project only the columns we need; a missing column is reported per row (accounting), not thrown.
+    const columns = wanted.filter((c) => present.has(c));
+    let first = 0;
+    for (let g = 0; g < meta.rowGroups.length; g++) {
+      const n = meta.rowGroups[g];
+      let allSkipped = !!opts.skipRowsBefore;
+      for (let r = first; allSkipped && r < first + n; r++) allSkipped = opts.skipRowsBefore!(r);
+      if (allSkipped || columns.length === 0) {
+        if (!allSkipped) yield* fromColumns(source, first, n, () => null, opts);
+        first += n;
+        continue;
+      }
+      let rows = 0;
+      let problem: string | null = null;
+      if (!dec) {
+        const again = await openDecoder();
+        if (again.type !== 'meta') problem = `the file could not be reopened after a decoder failure (${'message' in again ? again.message : again.type})`;
+      }
+      if (!problem) {
+        dec!.send({ type: 'read', rowGroup: g, columns, batchSize: 1024 });
+        for (;;) {
+          const m = await dec!.next();
+          if (m.type === 'batch') {
+            const batch = tableFromIPC(m.ipc);
+            dec!.send({ type: 'next' });
+            yield* fromColumns(source, first + rows, batch.numRows, (name) => batch.getChild(name), opts);
+            rows += batch.numRows;
+            continue;
+          }
+          if (m.type === 'done') break;
+          if (dec!.transport) throw new InputReadError(source, dec!.transport);
+          problem = 'message' in m ? m.message : m.type;
+          if (m.type === 'died') {
+            // A wasm trap: the worker is gone; a fresh one serves the next row group.
+            problem += ' (the Parquet decoder aborted: corrupt data)';
+            dec!.close();
+            dec = null;
+          }
+          break;
+        }
+      }
+      if (problem !== null || rows !== n) {
+        // The rows of this row group that could not be read, each accounted for (the footer says how many).
+        const why = problem ?? `the row group declares ${n} rows but ${rows} could be read`;
+        for (let r = first + rows; r < first + n; r++) {
+          if (opts.skipRowsBefore?.(r)) continue;
+          yield reject(source, r, null, 'file', `row group ${g} (rows ${first}..${first + n - 1}) could not be decoded from row ${first + rows}: ${why}`);
+        }
+      }
+      first += n;
+    }
+  } finally {
+    (dec as ParquetDecoder | null)?.close();
+  }
+}
+
+/** A FileHandle look-alike over a Blob, so arrow-js reads an Arrow file batch by batch (its footer first). */
+class BlobHandle {
+  readonly fd = -1;
+  failure: Error | null = null;
+  constructor(private readonly blob: Blob) {}
+  async stat(): Promise<{ size: number }> {
+    return { size: this.blob.size };
+  }
+  async read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number; buffer: Uint8Array }> {
+    let ab: ArrayBuffer;
+    try {
+      ab = await this.blob.slice(position, position + length).arrayBuffer();
+    } catch (e) {
+      this.failure ??= e as Error;
+      throw e;
+    }
+    buffer.set(new Uint8Array(ab), offset);
+    return { bytesRead: ab.byteLength, buffer };
+  }
+  async close(): Promise<void> {}
+}
+
 async function* readArrow(source: string, opts: ReadOptions, opener: ShardOpener): AsyncGenerator<ReadItem> {
-  const reader = await RecordBatchReader.from(opener.stream(source) as unknown as AsyncIterable<Uint8Array>);
+  let blob: Blob;
+  try {
+    blob = await opener.blob(source);
+  } catch (e) {
+    throw new InputReadError(source, e as Error);
+  }
+  const handle = new BlobHandle(blob);
+  let reader: RecordBatchReader;
+  try {
+    reader = await RecordBatchReader.from(handle as never);
+    await reader.open();
+  } catch (e) {
+    if (handle.failure) throw new InputReadError(source, handle.failure);
+    yield reject(source, 0, null, 'file', `not a readable Arrow IPC file (${(e as Error).message}; truncated, or its footer is gone); no row of it could be read`);
+    return;
+  }
   let row = 0;
-  for await (const batch of reader as AsyncIterable<RecordBatch>) {
+  const lost = (what: string, e: unknown) => {
+    if (handle.failure) throw new InputReadError(source, handle.failure);
+    return reject(source, row, null, 'file', `${what} could not be decoded (${e instanceof Error ? e.message : String(e)}); rows from ${row} on could not be read`);
+  };
+  if (reader.isFile()) {
+    const n = reader.numRecordBatches;
+    for (let i = 0; i < n; i++) {
+      let batch: RecordBatch | null;
+      try {
+        batch = await reader.readRecordBatch(i);
+        if (!batch) throw new Error('no such batch');
+      } catch (e) {
+        yield lost(`record batch ${i} of ${n}`, e);
+        return;
+      }
+      yield* fromColumns(source, row, batch.numRows, (name) => batch.getChild(name), opts);
+      row += batch.numRows;
+    }
+    return;
+  }
+  const it = (reader as AsyncIterable<RecordBatch>)[Symbol.asyncIterator]();
+  for (let i = 0; ; i++) {
+    let r: IteratorResult<RecordBatch>;
+    try {
+      r = await it.next();
+    } catch (e) {
+      yield lost(`record batch ${i} of the stream`, e);
+      return;
+    }
+    if (r.done) return;
+    const batch = r.value;
     yield* fromColumns(source, row, batch.numRows, (name) => batch.getChild(name), opts);
     row += batch.numRows;
   }
 }
-

@@ -146,6 +146,8 @@ export interface TokenizeStageOptions {
   /** A chunk is tokenized with one encodeBatch call once it holds this many documents or characters. */
   chunkDocs?: number;
   chunkChars?: number;
+  /** Keep each document's text past this stage (a later stage reads it again: the cross-tokenizer stage). Default false. */
+  keepText?: boolean;
 }
 
 /**
@@ -166,7 +168,9 @@ export function tokenizeStage(tokenizer: TextTokenizer, opts: TokenizeStageOptio
       chunk = [];
       chars = 0;
       const tokenized = await tokenizer.encode(c.map((it) => ({ ...it.doc, docSeq: nextSeq++ })));
-      for (let i = 0; i < c.length; i++) yield { kind: 'doc', unit: c[i].unit, doc: tokenized[i] };
+      // The raw text is not needed past this point (the output holds token ids): drop it, so a unit in flight
+      // holds ids and scores, not also its text (unless a later stage asks for it; it drops it then).
+      for (let i = 0; i < c.length; i++) yield { kind: 'doc', unit: c[i].unit, doc: opts.keepText ? tokenized[i] : { ...tokenized[i], text: '' } };
       ctx.crashPoint('tokenized');
     }
     for await (const it of input) {

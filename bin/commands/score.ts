@@ -3,6 +3,7 @@ import type { CommandModule } from 'yargs';
 import { score, exitCodeOf, type ScoreSummary } from '../../index.js';
 import { DEFAULT_CACHE_DIR, describeLimits } from '../../pipeline/jobs/score.js';
 import { fmtDuration } from '../../pipeline/run/progress.js';
+import { handleInterrupts } from '../../pipeline/run/interrupt.js';
 import { DEFAULT_LEASE_SECONDS } from '../../pipeline/run/claims.js';
 
 interface ScoreArgs {
@@ -28,6 +29,7 @@ interface ScoreArgs {
   'unit-docs': number;
   'max-reject-ratio': number;
   overwrite: boolean;
+  'rescore-changed': boolean;
   'cache-dir': string;
   threads?: number;
   progress: boolean;
@@ -70,6 +72,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('score-dtype', { choices: ['float32', 'float16', 'bfloat16'] as const, default: 'float32' as const, describe: 'Storage of per-token scores: float32 (exact); float16 (Parquet FLOAT16, error <= 2^-11 relative); bfloat16 (bfloat16 values in a float32 column, error <= 2^-8 relative; zstd drops the zero half). DuckDB and polars read all three as floats' })
       .option('unit-docs', { type: 'number', default: 10000, describe: 'Documents per work unit (one output file + completion record); a crash loses at most one unit' })
       .option('max-reject-ratio', { type: 'number', default: 0.01, describe: 'Exit 3 when more than this fraction of input documents was rejected (rejects are listed in _rho/rejects/)' })
+      .option('rescore-changed', { type: 'boolean', default: false, describe: 'An input changed since some of its units were scored: delete those units and score them again (default: refuse, exit 2)' })
       .option('overwrite', { type: 'boolean', default: false, describe: 'Delete results of another configuration in --output instead of refusing' })
       .option('cache-dir', { type: 'string', default: DEFAULT_CACHE_DIR, describe: 'Where prepared (log-prob) graphs are cached, keyed by model sha256 (env RHO_CACHE_DIR)' })
       .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads (default on CPU: every core this process may use; onnxruntime\'s own default took 1 of 2 cores here)' })
@@ -83,7 +86,13 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
       .option('s3-endpoint', { type: 'string', describe: 'Endpoint URL of an S3-compatible store for s3:// inputs/outputs (credentials from the standard AWS env vars/profile; env AWS_ENDPOINT_URL_S3 also works)' }) as never,
   handler: async (args) => {
     let summary: ScoreSummary;
+    let stopHandling: (() => void) | undefined;
     try {
+      stopHandling = handleInterrupts({
+        command: 'score',
+        output: args.output,
+        describe: () => `the units finished so far are kept; rerun the same command to resume (\`rho status ${args.output}\` lists what is left)`,
+      });
       summary = await score({
         models: args.model,
         modelName: args['model-name'],
@@ -108,6 +117,7 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         unitDocs: args['unit-docs'],
         maxRejectRatio: args['max-reject-ratio'],
         overwrite: args.overwrite,
+        rescoreChanged: args['rescore-changed'],
         cacheDir: args['cache-dir'],
         threads: args.threads,
         progress: args.progress,
@@ -118,11 +128,13 @@ export const scoreCommand: CommandModule<object, ScoreArgs> = {
         s3Endpoint: args['s3-endpoint'],
       });
     } catch (e) {
+      stopHandling?.();
       const s = (e as { summary?: ScoreSummary }).summary;
       if (s) printSummary(s, args.json);
       process.exitCode = exitCodeOf(e);
       throw e;
     }
+    stopHandling?.();
     printSummary(summary, args.json);
   },
 };

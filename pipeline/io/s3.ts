@@ -435,3 +435,15 @@ class RangedObject {
     }
   }
 }
+
+/** Size, ETag and version of an object (the input fingerprint of an s3:// shard). */
+export async function headObject(uri: string, opts: S3Options = {}): Promise<{ bytes: number; etag: string; version: string | null }> {
+  const { bucket, key } = parseS3Uri(uri);
+  try {
+    const h = await s3Client(opts).send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return { bytes: Number(h.ContentLength ?? 0), etag: String(h.ETag ?? ''), version: h.VersionId ?? null };
+  } catch (e) {
+    if (isNotFound(e)) throw new Error(`${uri}: no such object`);
+    throw describeS3Error(e, `reading ${uri}`);
+  }
+}

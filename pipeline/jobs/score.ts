@@ -31,6 +31,11 @@ import { fileSha256 } from '../io/local.js';
 import type { S3Options } from '../io/s3.js';
 import { Executor, type ExecutorInput, type RunCounts } from '../run/executor.js';
 import { claimOutputDir, type RunIdentity } from '../run/identity.js';
+import { readCompletionRecords } from '../run/manifest.js';
+import { dropFromSummaries } from '../run/records.js';
+import { probeContext } from '../run/preflight.js';
+import { shardKey } from '../../schemas/layout.js';
+import { IncompleteRunError, assignShardKeys, checkChangedInputs, checkNumericFlags, fingerprint, probeFields, recordInputFingerprint, refuseInputsInsideOutput, type InputFingerprint } from '../io/input-checks.js';
 import { checkWorldSize } from '../run/rank.js';
 
 export type { RunIdentity };
@@ -90,6 +95,8 @@ export interface ScoreConfig {
   transforms?: Stage<Flow<Document>, Flow<Document>>[];
   /** Scorers to use instead of onnxruntime over `models` (e.g. another backend); all must name the same models. */
   scorers?: Scorer[];
+  /** Inputs changed since some of their units were scored: delete and rescore those units (else exit 2). */
+  rescoreChanged?: boolean;
 }
 
 export interface RunSummary {
@@ -131,7 +138,7 @@ export const DEFAULT_CACHE_DIR = process.env.RHO_CACHE_DIR ?? join(process.env.X
 
 /** Everything a run needs, checked and resolved before any work. */
 interface ScorePlan {
-  shards: InputShard[];
+  shards: (InputShard & { documents?: DocumentSource })[];
   store: OutputStore;
   tokenizer: TextTokenizer;
   prepared: PreparedModel[];
@@ -145,29 +152,40 @@ interface ScorePlan {
   configSha: string;
   /** Provenance keys shared by every file of the run (rho.inputs and rho.unit are added per file). */
   provenance: Map<string, string>;
+  /** Input fingerprints already computed by the change check (by shard key). */
+  fingerprints: Map<string, InputFingerprint>;
 }
 
 export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   checkFlags(cfg);
   const plan = await planScore(cfg);
-  await claimOutputDir(plan.store, plan.identityJson, cfg.overwrite);
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
-  if (worldSize > 1) await checkWorldSize(plan.store, { rank, worldSize, from: 'flags' });
-  process.stderr.write(describeLimits(plan.limits).map((l) => `rho score: ${l}\n`).join(''));
+  // Proven before anything is committed (_rho/config.json): the models load and run a full window of C
+  // tokens, the vocabularies fit, the text/id fields are in the first records of every shard.
   const scorers = cfg.scorers ?? (await openScorers(cfg, plan));
   let cross: CrossTokenizerModels | null = null;
   try {
     cross = await openCrossTokenizer(cfg, plan);
+    const primary = plan.prepared.filter((p) => !plan.modelTokenizers.has(p.name));
+    if (!cfg.scorers && scorers.length) await probeContext(scorers[0], plan.spec.contextTokens, primary.map((p) => `${p.name} (${p.sourcePath})`).join(', '));
+    // Models with their own tokenizer run their own windows of C tokens: each proven the same way.
+    for (const p of cross?.probes ?? []) await probeContext(p.scorer, plan.spec.contextTokens, p.models.map((m) => `${m.name} (${m.sourcePath})`).join(', '));
+    await probeFields(plan.shards.filter((s) => !s.documents), { textField: cfg.textField, idField: cfg.idField, s3: cfg.s3 });
+    await claimOutputDir(plan.store, plan.identityJson, cfg.overwrite);
+    if (worldSize > 1) await checkWorldSize(plan.store, { rank, worldSize, from: 'flags' });
+    plan.fingerprints = await checkInputsAgainstRecords(cfg, plan);
   } catch (e) {
     if (!cfg.scorers) await Promise.all(scorers.map((x) => x.close()));
+    await cross?.close();
     throw e;
   }
+  process.stderr.write(describeLimits(plan.limits).map((l) => `rho score: ${l}\n`).join(''));
 
   let stats: StageStats[] = [];
   const stat = (name: string) => stats.find((s) => s.name === name);
   const executor = await Executor.open({
-    store: plan.store, inputs: plan.shards.map((s) => shardInput(s, cfg)), unitDocs: cfg.unitDocs, rank, worldSize,
+    store: plan.store, inputs: plan.shards.map((s) => shardInput(s, cfg, plan)), unitDocs: cfg.unitDocs, rank, worldSize,
     leaseSeconds: cfg.leaseSeconds, configSha: plan.configSha, progress: cfg.progress,
     live: () => ({ docs: stat('assemble')?.docs_out ?? 0, tokens: stat('assemble')?.counters.scored_tokens ?? 0 }),
   });
@@ -184,7 +202,27 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   }
   // The rank's summary; manifest.json if this rank is the last to finish (else its own share's accounting).
   const { manifest, scope } = await executor.finish(Object.fromEntries(plan.provenance), { wall_seconds: executor.progress.elapsedSeconds(), stages: stats });
+  if (executor.unreadable.length) {
+    // Exit 1 naming the shards: the output is not complete (exit 3 would say it is).
+    const summary = summarize({ ...cfg, maxRejectRatio: 1 }, plan, executor, manifest, scope, stats, scoringSeconds, cross);
+    throw Object.assign(new IncompleteRunError(executor.unreadable), { summary });
+  }
   return summarize(cfg, plan, executor, manifest, scope, stats, scoringSeconds, cross);
+}
+
+/**
+ * Inputs against the units already done: every spelling of a file gets the folder (and `source`) it already
+ * has in this dir, and an input changed since its units were scored is refused (exit 2) or, with
+ * --rescore-changed, its stale units are deleted so that they are scored again.
+ */
+async function checkInputsAgainstRecords(cfg: ScoreConfig, plan: ScorePlan): Promise<Map<string, InputFingerprint>> {
+  await assignShardKeys(plan.store, plan.shards, true);
+  const records = async () => (await readCompletionRecords(plan.store)).filter((r) => r.config_sha256 === plan.configSha);
+  return checkChangedInputs(plan.store, plan.shards.filter((s) => !s.documents), records, {
+    rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3,
+    // A rank starts from its summary alone: the units removed for rescoring leave the summaries first.
+    beforeRemove: async (units) => { await dropFromSummaries(plan.store, units); },
+  });
 }
 
 /** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
@@ -208,7 +246,8 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], cross
       })];
   return [
     ...(cfg.transforms ?? []),
-    tokenizeStage(plan.tokenizer),
+    // With projected models the text travels on to the cross-tokenizer stage, which reads it again.
+    tokenizeStage(plan.tokenizer, { keepText: cross !== null }),
     ...primaryStages,
     assembleStage({ models: primary, entropy: cfg.entropy }),
     ...(cross ? [crossTokenizerStage(cross)] : []),
@@ -238,12 +277,18 @@ function perturbStage(models: string[]): Stage<UnitRecords<ScoredDocument>, Unit
 }
 
 /** A shard file as an executor input: its records through the reader, bytes counted for the progress line. */
-function shardInput(shard: InputShard & { documents?: DocumentSource }, cfg: ScoreConfig): ExecutorInput {
+function shardInput(shard: InputShard & { documents?: DocumentSource }, cfg: ScoreConfig, plan: ScorePlan): ExecutorInput {
   const src = shard.documents;
-  if (src) return { source: shard.source, bytes: 0, read: () => readDocuments(src) };
+  if (src) return { source: shard.source, bytes: 0, key: shard.key, read: () => readDocuments(src) };
   return {
     source: shard.source,
     bytes: shard.bytes,
+    key: shard.key,
+    prepare: async () => {
+      let now = plan.fingerprints.get(shard.key);
+      if (!now) plan.fingerprints.set(shard.key, (now = await fingerprint(shard.source, cfg.s3)));
+      await recordInputFingerprint(plan.store, shard, now);
+    },
     async *read(onBytes) {
       const opener = countingOpener(await openerFor(shard.source, cfg.s3), onBytes);
       yield* readShard(shard.source, { textField: cfg.textField, idField: cfg.idField }, opener);
@@ -273,11 +318,14 @@ function checkFlags(cfg: ScoreConfig): void {
   if (!Array.isArray(cfg.inputs) || cfg.inputs.length === 0) throw new ConfigError('no --input given: name at least one shard or glob');
   if (cfg.scorers && cfg.modelTokenizers?.length) throw new ConfigError('--model-tokenizer needs ONNX models (--model): a custom scorer scores the primary tokenizer\'s windows only');
   if (cfg.scoreDtype !== undefined && !isScoreDtype(cfg.scoreDtype)) throw new ConfigError(`--score-dtype must be one of ${SCORE_DTYPES.join(', ')} (got ${String(cfg.scoreDtype)})`);
+  checkNumericFlags({ context: cfg.context, stride: cfg.stride, threads: cfg.threads, 'lease-seconds': cfg.leaseSeconds, 'device-id': cfg.deviceId, rank: cfg.rank, 'world-size': cfg.worldSize },
+    { context: 'positive-int', stride: 'positive-int', threads: 'positive-int', 'lease-seconds': 'positive', 'device-id': 'nonneg-int', rank: 'nonneg-int', 'world-size': 'positive-int' });
 }
 
 /** Inputs, output store, tokenizer, models and window rule: everything that can be wrong is found here, before any work. */
 async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
   const shards = await configStep(() => resolveAllInputs(cfg.inputs, cfg.s3));
+  refuseInputsInsideOutput(shards.filter((s) => !s.documents), cfg.output);
   const rank = cfg.rank ?? 0;
   const worldSize = cfg.worldSize ?? 1;
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new ConfigError(`--world-size must be a positive integer (got ${worldSize})`);
@@ -322,7 +370,7 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
   ]);
-  return { shards, store, tokenizer, prepared, modelTokenizers, models: modelIds.map((m) => m.name), spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance };
+  return { shards, store, tokenizer, prepared, modelTokenizers, models: modelIds.map((m) => m.name), spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance, fingerprints: new Map() };
 }
 
 /** A tokenizer in provenance: the path as given, where it resolved to, and its sha256. */
@@ -447,7 +495,8 @@ async function resolveAllInputs(entries: (string | DocumentSource)[], s3: S3Opti
   const seen = new Set<string>();
   for (const e of entries) {
     if (typeof e === 'string') {
-      for (const sh of await resolveInputs([e], s3)) if (!seen.has(sh.source)) { seen.add(sh.source); out.push(sh); }
+      // One shard per file however it is spelled (canonical location).
+      for (const sh of await resolveInputs([e], s3)) if (!seen.has(sh.location)) { seen.add(sh.location); out.push(sh); }
       continue;
     }
     if (!e || typeof e.name !== 'string' || e.name === '' || typeof e.documents !== 'function') {
@@ -455,7 +504,7 @@ async function resolveAllInputs(entries: (string | DocumentSource)[], s3: S3Opti
     }
     if (seen.has(e.name)) throw new Error(`inputs: "${e.name}" is given twice (a document source's name is its identity, like a file's path)`);
     seen.add(e.name);
-    out.push({ source: e.name, bytes: 0, documents: e });
+    out.push({ source: e.name, bytes: 0, location: `document-source:${e.name}`, key: shardKey(e.name), documents: e });
   }
   return out;
 }

@@ -12,6 +12,7 @@ import {
 } from '../../stages/select.js';
 import { encodeTable, sha256, type OutputFormat } from '../../stages/write.js';
 import { writeFileAtomic } from '../io/local.js';
+import { refuseOutputInsideInput } from '../io/input-checks.js';
 import { openScoreSet, fileBatches, setBatches, setProvenance, checkOutputDir, stagingDir, publishDir, type ScoreFile, type ScoreSet } from '../io/score-files.js';
 import { LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
 import type { Manifest } from '../run/manifest.js';
@@ -158,6 +159,7 @@ async function rank(cfg: SelectConfig, set: ScoreSet, progress: { tick: (tokens:
 }
 
 export async function runSelect(cfg: SelectConfig): Promise<SelectReport> {
+  refuseOutputInsideInput(cfg.input, cfg.output);
   const set = await openScoreSet(cfg.input);
   validate(cfg, set);
   checkOutputDir(cfg.output, cfg.overwrite);

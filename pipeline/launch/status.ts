@@ -6,10 +6,11 @@ import { ConfigError } from '../../schemas/errors.js';
 import { readAllRecords, readRunInfo, mapLimit, READ_CONCURRENCY } from '../run/records.js';
 import { isLive, type ClaimBody } from '../run/claims.js';
 import { resolveInputs } from '../io/inputs.js';
+import { assignShardKeys } from '../io/input-checks.js';
 import { openerFor } from '../io/open.js';
 import { ownerOf, WORLD_PATH } from '../run/rank.js';
 import type { OutputStore } from '../../schemas/store.js';
-import { LAYOUT, shardKey, unitName } from '../../schemas/layout.js';
+import { LAYOUT, partName, recordKey, shardKey } from '../../schemas/layout.js';
 import type { S3Options } from '../io/s3.js';
 
 export type UnitState = 'done' | 'claimed' | 'failed' | 'missing';
@@ -96,11 +97,14 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
   });
 
   let inputs = opts.inputs;
+  // Folders of the stored inputs (manifest shards, run info), by source.
+  const storedKeys = new Map<string, string>();
   let inputsFrom: RunStatus['inputs_from'] = inputs?.length ? 'flag' : 'none';
   if (!inputs?.length) {
     const manifest = await store.read(LAYOUT.manifest);
     if (manifest) {
-      const m = JSON.parse(new TextDecoder().decode(manifest)) as { provenance?: Record<string, string> };
+      const m = JSON.parse(new TextDecoder().decode(manifest)) as { provenance?: Record<string, string>; shards?: { source: string; key: string }[] };
+      for (const sh of m.shards ?? []) storedKeys.set(sh.source, sh.key);
       const listed = m.provenance?.['rho.inputs'];
       if (listed) {
         inputs = (JSON.parse(listed) as { source: string }[]).map((s) => s.source);
@@ -113,15 +117,25 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
     const run = await readRunInfo(store, stored.runFile);
     if (run) {
       inputs = run.inputs.map((s) => s.source);
+      for (const s of run.inputs) if (s.key) storedKeys.set(s.source, s.key);
       inputsFrom = 'summaries';
     }
+  }
+
+  // Records grouped by shard folder once (not one pass over all records per input).
+  const byKey = new Map<string, typeof records>();
+  for (const r of records) {
+    const key = recordKey(r);
+    let list = byKey.get(key);
+    if (!list) byKey.set(key, (list = []));
+    list.push(r);
   }
 
   const now = opts.now ?? Date.now();
   const all: UnitStatus[] = [];
   const seen = new Set<string>();
-  const classify = (source: string, part: number, name?: string) => {
-    const unit = name ?? unitName({ source, part });
+  const classify = (source: string, key: string, part: number) => {
+    const unit = `${key}/${partName(part)}`;
     if (seen.has(unit)) return;
     seen.add(unit);
     const owner = worldSize ? ownerOf(unit, worldSize) : 0;
@@ -133,41 +147,41 @@ export async function runStatus(store: OutputStore, opts: StatusOptions = {}): P
 
   let shardCount = 0;
   if (inputs?.length) {
-    let shards: { source: string }[];
+    let shards: { source: string; key: string }[];
     if (inputsFrom === 'flag') {
+      let resolved;
       try {
-        shards = await resolveInputs(inputs, opts.s3);
+        resolved = await resolveInputs(inputs, opts.s3);
       } catch (e) {
         throw new ConfigError((e as Error).message);
       }
+      // The folders this output dir gives those files (a later spelling maps onto the first one's folder).
+      await assignShardKeys(store, resolved, false);
+      shards = resolved;
     } else {
-      // Recorded by rho score as resolved sources: no glob to expand, no request per input.
-      shards = [...new Set(inputs)].map((source) => ({ source }));
+      // Recorded by rho score as resolved sources with their folders: no glob to expand, no request per input.
+      shards = [...new Set(inputs)].map((source) => ({ source, key: storedKeys.get(source) ?? shardKey(source) }));
     }
     shardCount = shards.length;
-    const bySource = new Map<string, typeof records>();
-    for (const r of records) {
-      let list = bySource.get(r.source);
-      if (!list) bySource.set(r.source, (list = []));
-      list.push(r);
-    }
     for (const s of shards) {
-      const mine = (bySource.get(s.source) ?? []).sort((a, b) => a.part - b.part);
+      const mine = (byKey.get(s.key) ?? []).sort((a, b) => a.part - b.part);
       const last = mine.at(-1);
       // Complete without reading the shard: parts 0..k all done and part k is short (the shard's end).
       let parts: number;
       if (last && last.docs_in < identity.unit_docs && mine.length === last.part + 1) parts = last.part + 1;
       else parts = Math.ceil((await countRows(s.source, opts.s3 ?? {})) / identity.unit_docs);
-      for (let p = 0; p < parts; p++) classify(s.source, p);
+      for (let p = 0; p < parts; p++) classify(s.source, s.key, p);
     }
   }
   // Units known from records and claims, also when the input list is unknown or smaller.
-  for (const r of records) classify(r.source, r.part);
-  for (const [unit, c] of claims) {
+  for (const r of records) classify(r.source, recordKey(r), r.part);
+  for (const [unit] of claims) {
     if (seen.has(unit)) continue;
-    // The claim names the unit already (shard key + part): never hash the key a second time.
-    const rec = records.find((r) => shardKey(r.source) === unit.split('/')[0]);
-    classify(rec?.source ?? unit.split('/')[0], Number(unit.split('part-')[1] ?? c.gen), unit);
+    // The claim names the unit itself: its shard folder is used as is (hashing it again named a unit that
+    // does not exist).
+    const key = unit.slice(0, unit.lastIndexOf('/'));
+    const rec = byKey.get(key)?.[0];
+    classify(rec?.source ?? key, key, Number(unit.slice(unit.lastIndexOf('part-') + 5)));
   }
   if (!inputs?.length) shardCount = new Set(all.map((u) => u.source)).size;
 

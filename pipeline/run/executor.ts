@@ -18,6 +18,8 @@ import { manifestOf, writeDirManifest } from './manifest.js';
 import { ensureRunInfo, readRecords } from './records.js';
 import { commitUnit } from './commit.js';
 import { rankStart, rankEnd } from './rank-books.js';
+import { InputReadError } from '../../stages/read.js';
+import { onInterrupt } from './interrupt.js';
 
 /** One input of a run: a shard file or a document source, read record by record. */
 export interface ExecutorInput {
@@ -27,6 +29,10 @@ export interface ExecutorInput {
   bytes: number;
   /** The input's records in row order; `onBytes` reports bytes read, for the progress line only. */
   read(onBytes: (n: number) => void): AsyncIterable<ReadItem>;
+  /** The folder of its units (shardKey of its canonical location); default shardKey(source). */
+  key?: string;
+  /** Called once before the input is read (the score job records the input's fingerprint there). */
+  prepare?: () => Promise<void>;
 }
 
 export interface ExecutorOptions {
@@ -68,6 +74,11 @@ export class Executor {
   private readonly rank: number;
   private readonly worldSize: number;
   private done = new Set<string>();
+  /** Inputs whose bytes could not be read (transport): their open units are abandoned, the run exits 1. */
+  readonly unreadable: InputReadError[] = [];
+  private readonly abandoned = new Set<string>();
+  /** Parts passed over because another live runner held them, by input source: looked at again at the end. */
+  private readonly claimedElsewhere = new Map<string, Set<number>>();
   /** `done` lists every done unit of this rank (from a listing), or only those of its summary (then check the rest). */
   private doneKnown = true;
   /** Records of the units this rank owns that are done: read at start, added as units commit; its summary at the end. */
@@ -104,13 +115,18 @@ export class Executor {
    * until the last unit was committed.
    */
   async execute(build: (source: AsyncIterable<Flow<Document>>) => AsyncIterable<EncodedUnit>): Promise<number> {
+    // Interrupted (SIGINT/SIGTERM): held claims are released as failed, so any runner may take them over now.
+    const off = onInterrupt((signal) => this.claims.releaseAll(`interrupted by ${signal}`));
     try {
       for await (const unit of build(this.source())) await this.commit(unit);
+      // Claims of abandoned units are released (failed, with the reason) so that any runner may redo them.
+      if (this.unreadable.length) await this.claims.releaseAll(this.unreadable.map((e) => e.message).join('; '));
       return this.progress.elapsedSeconds();
     } catch (e) {
       await this.claims.releaseAll((e as Error).message);
       throw e;
     } finally {
+      off();
       this.claims.stopRenewal();
       this.progress.stop();
     }
@@ -124,13 +140,24 @@ export class Executor {
       this.inputBytesDone += input.bytes;
       this.shardBytesRead = 0;
     }
+    // Units another runner held when this one passed them: that runner may have died since (its process is
+    // gone from this host, or its lease ran out). Look once more before exiting, and take over what is dead.
+    if (this.claimedElsewhere.size === 0) return;
+    const again = new Map(this.claimedElsewhere);
+    this.claimedElsewhere.clear();
+    for (const input of this.opts.inputs) {
+      const parts = again.get(input.source);
+      if (parts) yield* this.unitsOf(input, parts);
+    }
   }
 
-  private async *unitsOf(input: ExecutorInput): AsyncGenerator<Flow<Document>> {
+  private async *unitsOf(input: ExecutorInput, only?: Set<number>): AsyncGenerator<Flow<Document>> {
     let open: UnitRef | null = null;
     let records = 0;
     const skipped = new Set<number>();
     const onBytes = (n: number) => { this.shardBytesRead = Math.min(this.shardBytesRead + n, input.bytes || Infinity); };
+    try {
+    await input.prepare?.();
     for await (const item of input.read(onBytes)) {
       const row = item.kind === 'doc' ? item.doc.row : item.reject.row;
       const part = Math.floor(row / this.opts.unitDocs);
@@ -139,14 +166,26 @@ export class Executor {
         open = null;
       }
       if (skipped.has(part)) continue;
+      if (only && !only.has(part)) { skipped.add(part); continue; }
       if (!open) {
-        const unit: UnitRef = { name: unitName({ source: input.source, part }), source: input.source, part, firstRow: part * this.opts.unitDocs };
+        const unit: UnitRef = { name: unitName({ source: input.source, part, key: input.key }), source: input.source, part, firstRow: part * this.opts.unitDocs, key: input.key };
         const skip = await this.decide(unit);
+        if (only) {
+          // The second look: a unit taken over is no longer "claimed elsewhere"; one finished by its owner is done.
+          if (skip !== 'claimed') this.counts.units_claimed_elsewhere--;
+          if (skip === 'done') this.counts.units_skipped++;
+        }
         if (skip) {
           skipped.add(part);
+          if (only) continue;
           if (skip === 'done') this.counts.units_skipped++;
           else if (skip === 'rank') this.counts.units_other_rank++;
-          else this.counts.units_claimed_elsewhere++;
+          else {
+            this.counts.units_claimed_elsewhere++;
+            let parts = this.claimedElsewhere.get(input.source);
+            if (!parts) this.claimedElsewhere.set(input.source, (parts = new Set()));
+            parts.add(part);
+          }
           continue;
         }
         open = unit;
@@ -157,6 +196,15 @@ export class Executor {
         this.rejectsRead++;
         yield { kind: 'reject', unit: open, reject: item.reject };
       } else yield { kind: 'doc', unit: open, doc: item.doc };
+    }
+    } catch (e) {
+      if (!(e instanceof InputReadError)) throw e;
+      // The bytes could not be read (network, S3 after its retries, EIO): not the data's fault, so no reject
+      // and no record. The open unit is abandoned (gather drops it), other inputs go on, the run exits 1.
+      if (open) this.abandoned.add(open.name);
+      this.unreadable.push(e);
+      process.stderr.write(`rho: ${e.message}\n`);
+      return;
     }
     if (open) yield { kind: 'end', unit: open, records };
   }
@@ -187,9 +235,11 @@ export class Executor {
 
   /** The gather stage: records of a unit, in any order, back into one whole unit in row order. */
   gather<D extends { row: number }>(): Stage<Flow<D>, UnitRecords<D>> {
+    const abandoned = this.abandoned;
     return stage('gather', async function* (input) {
       const units = new Map<string, { unit: UnitRef; records: UnitRecords<D>['records']; expected: number | null }>();
       for await (const it of input) {
+        if (abandoned.has(it.unit.name)) { units.delete(it.unit.name); continue; }
         let u = units.get(it.unit.name);
         if (!u) units.set(it.unit.name, (u = { unit: it.unit, records: [], expected: null }));
         if (it.kind === 'end') u.expected = it.records;
@@ -201,6 +251,7 @@ export class Executor {
           yield { unit: u.unit, records: u.records };
         }
       }
+      for (const name of abandoned) units.delete(name);
       if (units.size > 0) throw new Error(`internal: units ${[...units.keys()].join(', ')} never got all their records`);
     });
   }
@@ -251,11 +302,11 @@ export class Executor {
    */
   async finish(provenance: Record<string, string>, runMeta: Record<string, unknown>): Promise<{ manifest: Manifest; scope: 'dir' | 'rank' }> {
     const { store, configSha } = this.opts;
-    const run = { provenance, inputs: this.opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes })) };
+    const run = { provenance, inputs: this.opts.inputs.map((s) => ({ source: s.source, bytes: s.bytes, ...(s.key ? { key: s.key } : {}) })) };
     const runFile = await ensureRunInfo(store, run);
     const last = await rankEnd(store, {
       rank: this.rank, world_size: this.worldSize, config_sha256: configSha, run_file: runFile,
-      complete: this.counts.units_claimed_elsewhere === 0 && this.counts.units_lost === 0, finished_at: new Date().toISOString(),
+      complete: this.counts.units_claimed_elsewhere === 0 && this.counts.units_lost === 0 && this.unreadable.length === 0, finished_at: new Date().toISOString(),
       run: { ...this.counts, ...runMeta, stages: undefined }, records: [...this.ownDone.values()],
     });
     if (last) return { manifest: (await writeDirManifest(store, { runMeta, run, configSha })).manifest, scope: 'dir' };

@@ -1,12 +1,11 @@
 // manifest.json: provenance plus the accounting of the whole output dir, rebuilt from the completion records
 // (so several runners writing one dir agree on it). Fields under "run" vary from run to run (wall time);
 // everything else is a function of the inputs and the configuration.
-import { LAYOUT, shardKey, type CompletionRecord } from '../../schemas/layout.js';
+import { LAYOUT, recordKey, shardKey, type CompletionRecord } from '../../schemas/layout.js';
 import type { OutputStore } from '../../schemas/store.js';
-import type { InputShard } from '../io/inputs.js';
 import { provenanceViews } from '../../schemas/contract.js';
 import type { ShardAccount, Manifest } from '../../schemas/manifest.js';
-import { readAllRecords, readRunInfo, RANKS_DIR, type ReadStats, type RunInfo } from './records.js';
+import { readAllRecords, readRunInfo, RANKS_DIR, type ReadStats, type RunInfo, type RunInput } from './records.js';
 import { createHash } from 'node:crypto';
 import { ConfigError } from '../../schemas/errors.js';
 import { crashPoint } from '../../schemas/crashpoints.js';
@@ -23,7 +22,8 @@ export async function readCompletionRecords(store: OutputStore): Promise<Complet
 
 export interface ManifestInput {
   provenance: Record<string, string>;
-  inputs: InputShard[];
+  /** By shard key (the canonical location's, when given), so every spelling of one input is one shard. */
+  inputs: RunInput[];
   configSha: string;
   runMeta: Record<string, unknown>;
 }
@@ -55,14 +55,15 @@ export function manifestOf(all: CompletionRecord[], opts: ManifestInput): Manife
   const records = all.filter((r) => r.config_sha256 === opts.configSha).sort((a, b) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0));
   const bySource = new Map<string, ShardAccount>();
   for (const s of opts.inputs) {
-    bySource.set(s.source, { source: s.source, bytes: s.bytes, key: shardKey(s.source), units_done: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 });
+    const key = s.key ?? shardKey(s.source);
+    bySource.set(key, { source: s.source, bytes: s.bytes, key, units_done: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 });
   }
   for (const r of records) {
-    let a = bySource.get(r.source);
+    let a = bySource.get(recordKey(r));
     if (!a) {
       // Done by another runner over a larger input list: still part of this dir's table.
-      a = { source: r.source, bytes: 0, key: shardKey(r.source), units_done: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
-      bySource.set(r.source, a);
+      a = { source: r.source, bytes: 0, key: recordKey(r), units_done: 0, docs_in: 0, scored: 0, rejected: 0, tokens: 0, scored_tokens: 0 };
+      bySource.set(recordKey(r), a);
     }
     a.units_done++;
     a.docs_in += r.docs_in;

@@ -107,6 +107,23 @@ export async function writeSummary(store: OutputStore, s: RankSummary): Promise<
   await store.writeAtomic(summaryPath(s.world_size, s.rank), new TextEncoder().encode(JSON.stringify(s) + '\n'));
 }
 
+/**
+ * Units about to be deleted so that they are done again (an input changed, --rescore-changed): every summary
+ * that holds one of their records is rewritten without it and marked incomplete, so that no rank (its start
+ * reads only its summary) nor whole-dir reader takes the unit as done. Called before the records go.
+ */
+export async function dropFromSummaries(store: OutputStore, units: readonly string[]): Promise<number> {
+  const drop = new Set(units);
+  let rewritten = 0;
+  for (const { worldSize, rank } of await listSummaries(store)) {
+    const s = await readSummary(store, worldSize, rank);
+    if (!s || !s.records.some((r) => drop.has(r.unit))) continue;
+    await writeSummary(store, { ...s, complete: false, records: s.records.filter((r) => !drop.has(r.unit)) });
+    rewritten++;
+  }
+  return rewritten;
+}
+
 /** Summary files in the dir: [world size, rank, path]. */
 export async function listSummaries(store: OutputStore): Promise<{ worldSize: number; rank: number; rel: string }[]> {
   const out: { worldSize: number; rank: number; rel: string }[] = [];
@@ -130,9 +147,12 @@ export async function allRanksFinished(store: OutputStore, worldSize: number): P
 
 // ---- the run's provenance and input list, stored once (not in every summary: 100,000 inputs are megabytes) ----
 
+/** An input as the run info keeps it: `key` is the folder of its units (issue 13's canonical-location key), when given. */
+export type RunInput = Omit<InputShard, 'location' | 'key'> & { key?: string };
+
 export interface RunInfo {
   provenance: Record<string, string>;
-  inputs: InputShard[];
+  inputs: RunInput[];
 }
 
 /** Store the run info under its content hash (one HEAD, plus one PUT the first time); the path to name in summaries. */

@@ -60,7 +60,8 @@ function hashes(dir: string): Record<string, string> {
     for (const n of readdirSync(d).sort()) {
       const p = join(d, n);
       // Claims, rank summaries (wall-clock time) and run info (the input list as typed): bookkeeping, not data.
-      if (statSync(p).isDirectory()) { if (!['claims', 'ranks', 'runs'].includes(n)) walk(p); continue; }
+      // _rho/inputs holds each shard's canonical (absolute) location: it depends on where the checkout is.
+      if (statSync(p).isDirectory()) { if (!['claims', 'ranks', 'runs'].includes(n) && !(n === 'inputs' && relative(dir, d) === '_rho')) walk(p); continue; }
       const rel = relative(dir, p);
       // Reports that name the (temporary) dirs or hold wall-clock time, not data.
       if (rel === 'manifest.json' || rel === '_rho/select.json') continue;

@@ -21,6 +21,13 @@ export interface FaultProxy {
   enabled: boolean;
   /** Answer 200 to a PUT with If-None-Match that the server refused with 412: a store that ignores the header. */
   ignoreIfNoneMatch: boolean;
+  /**
+   * Requests for keys containing this string: the first GET's body is cut off halfway, then the server is
+   * "down" for it (every later GET of it has its connection reset), past any retry budget. null: off.
+   */
+  brokenKey: string | null;
+  /** GETs of brokenKey passed through untouched before the cut (e.g. a probe that reads the first records). */
+  brokenSkip: number;
   close(): Promise<void>;
 }
 
@@ -32,7 +39,7 @@ export async function startFaultProxy(target: string, opts: { every?: number; de
   const every = opts.every ?? 4;
   const counts: FaultCounts = { requests: 0, slowDown: 0, resetBefore: 0, lostResponse: 0, cutBody: 0, byKind: {} };
   const delayMs = opts.delayMs ?? 0;
-  const state = { enabled: true, ignoreIfNoneMatch: false };
+  const state = { enabled: true, ignoreIfNoneMatch: false, brokenKey: null as string | null, brokenCut: false, brokenSkip: 0, brokenSeen: 0 };
   const server: Server = createServer((req: IncomingMessage, res) => {
     const n = ++counts.requests;
     const chunks: Buffer[] = [];
@@ -43,7 +50,13 @@ export async function startFaultProxy(target: string, opts: { every?: number; de
     const forward = () => {
       const body = Buffer.concat(chunks);
       // One request in `every` gets a fault, rotating through the four kinds.
-      const fault = state.enabled && n % every === 0 ? (n / every) % 4 : -1;
+      let flushCut = false;
+      let fault = state.enabled && n % every === 0 ? (n / every) % 4 : -1;
+      if (state.brokenKey !== null && req.method === 'GET' && decodeURIComponent(req.url ?? '').includes(state.brokenKey)) {
+        if (state.brokenSeen++ < state.brokenSkip) fault = -1;
+        else if (state.brokenCut) fault = 1;
+        else { state.brokenCut = true; fault = 3; flushCut = true; }
+      }
       if (fault === 0) {
         counts.slowDown++;
         res.writeHead(503, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(SLOWDOWN) });
@@ -78,8 +91,12 @@ export async function startFaultProxy(target: string, opts: { every?: number; de
             if (sent >= len / 2) return;
             const part = c.subarray(0, Math.max(0, Math.ceil(len / 2) - sent));
             sent += part.length;
-            res.write(part);
-            if (sent >= len / 2) { ur.destroy(); res.socket?.destroy(); }
+            // flushCut: the half really reaches the client before the connection drops (a mid-read outage).
+            if (flushCut) res.write(part, () => { if (sent >= len / 2) { ur.destroy(); res.socket?.destroy(); } });
+            else {
+              res.write(part);
+              if (sent >= len / 2) { ur.destroy(); res.socket?.destroy(); }
+            }
           });
           return;
         }
@@ -99,6 +116,10 @@ export async function startFaultProxy(target: string, opts: { every?: number; de
     set enabled(v: boolean) { state.enabled = v; },
     get ignoreIfNoneMatch() { return state.ignoreIfNoneMatch; },
     set ignoreIfNoneMatch(v: boolean) { state.ignoreIfNoneMatch = v; },
+    get brokenKey() { return state.brokenKey; },
+    set brokenKey(v: string | null) { state.brokenKey = v; state.brokenCut = false; state.brokenSeen = 0; },
+    get brokenSkip() { return state.brokenSkip; },
+    set brokenSkip(v: number) { state.brokenSkip = v; },
     close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
   };
 }

@@ -7,7 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { COL, SCHEMA_VERSION } from '../../../schemas/contract.js';
 import { sha256 } from '../../../stages/write.js';
-import { LAYOUT, dataPath, partName, shardKey, unitName, type CompletionRecord } from '../../../schemas/layout.js';
+import { LAYOUT, dataPath, partName, recordKey, shardKey, unitName, type CompletionRecord } from '../../../schemas/layout.js';
 import type { OutputStore } from '../../../schemas/store.js';
 import { ConfigError } from '../../../schemas/errors.js';
 import type { Manifest } from '../../../schemas/manifest.js';
@@ -18,6 +18,7 @@ import { Findings, DATA_FILE, text, type RunIdentityView, type ShardSeen, type V
 import { parseRecord, checkUnit, checkRejects } from './records.js';
 import { readManifest, manifestInputs, checkManifest } from './manifest.js';
 import { checkInput, fileToCheck, sourceToCheck } from './inputs.js';
+import { INPUTS_DIR, readShardEntry } from '../../io/input-checks.js';
 import { listSummaries, mapLimit, READ_CONCURRENCY, type RankSummary } from '../../run/records.js';
 import { STAGED_DIR } from '../../run/commit.js';
 
@@ -34,17 +35,19 @@ export async function verifyOutput(dir: string, opts: VerifyOptions, store: Outp
   };
   const all = await store.list('');
   for (const rel of all) if (rel.endsWith('.tmp')) f.warn('tmp', rel, 'stray temporary file (left by an interrupted write); safe to delete when no run is active');
-  const { records, brokenUnits } = await readRecords(store, all, config, configSha, f);
+  const { records, brokenUnits, referenced } = await readRecords(store, all, config, configSha, f);
   const manifest = await readManifest(store, f);
+  checkUnclaimedFiles(dir, all, referenced, records, brokenUnits, manifest, f);
   const inputList = manifestInputs(manifest, f);
-  const shards = shardsOf(records, brokenUnits, inputList);
-  for (const s of shards.values()) checkUnitLayout(s, config, f);
+  const shards = shardsOf(records, brokenUnits, inputList, manifest);
+  const registry = await readShardRegistry(store);
+  for (const s of shards.values()) checkUnitLayout(s, config, f, manifest, registry);
   await checkData(store, shards, records, config, f, report, opts.progress ?? false);
   checkManifest(manifest, records.filter((r) => r.config_sha256 === configSha), configSha, new Set([...brokenUnits].map((u) => u.split('/')[0])), f);
-  if (opts.inputs !== false) await checkInputs(shards, inputList, config, opts, f, report);
+  if (opts.inputs !== false) await checkInputs(shards, inputList, config, opts, f, report, store, manifest);
   for (const s of shards.values()) {
     if (s.records.length === 0 && !report.inputs.checked.includes(s.source)) {
-      f.warn('missing-unit', shardKey(s.source), `input ${s.source} has no completed unit: an empty input, or not scored yet (re-read the inputs to tell)`);
+      f.warn('missing-unit', keyOfShard(s, manifest), `input ${s.source} has no completed unit: an empty input, or not scored yet (re-read the inputs to tell)`);
     }
   }
   report.ok = f.errors.length === 0 && f.suppressed.errors === 0;
@@ -81,7 +84,7 @@ async function readConfig(dir: string, store: OutputStore): Promise<{ config: Ru
 }
 
 /** Every completion record (the unreadable ones are errors, their units noted), and files no record claims. */
-async function readRecords(store: OutputStore, all: string[], config: RunIdentityView, configSha: string, f: Findings): Promise<{ records: CompletionRecord[]; brokenUnits: Set<string> }> {
+async function readRecords(store: OutputStore, all: string[], config: RunIdentityView, configSha: string, f: Findings): Promise<{ records: CompletionRecord[]; brokenUnits: Set<string>; referenced: Set<string> }> {
   const records: CompletionRecord[] = [];
   const recordFiles = all.filter((r) => r.startsWith(`${LAYOUT.doneDir}/`) && r.endsWith('.json'));
   const referenced = new Set<string>();
@@ -131,24 +134,48 @@ async function readRecords(store: OutputStore, all: string[], config: RunIdentit
     }
   }
 
-  // Orphans: data or rejects files no record claims.
+  return { records, brokenUnits, referenced };
+}
+
+/**
+ * Files no record claims. A data file at a unit path of a shard of this run is an orphan of a crash (a
+ * warning: rho score rewrites it); any other Parquet/Arrow file, or another output dir nested inside, is an
+ * error: the output dir is rho's own, and a reader globbing all its Parquet files would count those rows too.
+ */
+function checkUnclaimedFiles(dir: string, all: string[], referenced: Set<string>, records: CompletionRecord[], brokenUnits: Set<string>, manifest: Manifest | null, f: Findings): void {
+  const unitFolders = new Set<string>();
+  for (const r of records) unitFolders.add(r.file.slice(0, r.file.lastIndexOf('/')));
+  for (const u of brokenUnits) unitFolders.add(u.slice(0, u.lastIndexOf('/')));
+  for (const sh of manifest?.shards ?? []) if (typeof sh?.key === 'string') { unitFolders.add(sh.key); unitFolders.add(`shard=${sh.key}`); }
   for (const rel of all) {
     if (rel.endsWith('.tmp') || referenced.has(rel)) continue;
     if (rel.startsWith(`${STAGED_DIR}/`)) {
       f.warn('staged', rel, 'staged data file not published: a runner died before or just after committing its unit (rho score on this dir publishes or deletes it); not part of the output');
       continue;
     }
-    if (!rel.startsWith('_rho/') && DATA_FILE.test(rel)) {
+    if (!rel.startsWith('_rho/') && rel !== LAYOUT.manifest && /(^|\/)(_rho\/config\.json|manifest\.json)$/.test(rel)) {
+      f.error('nested-output', rel, `another output dir is nested inside this one (${rel.slice(0, rel.lastIndexOf('/')).replace(/\/_rho$/, '')}): readers of ${dir}/**/*.parquet count its files too; move it out`);
+      continue;
+    }
+    const m = DATA_FILE.exec(rel);
+    if (!rel.startsWith('_rho/') && m && unitFolders.has(m[1])) {
       f.warn('orphan', rel, 'data file without a completion record (left by a crash before the unit finished); rho score rewrites it, it is not part of the output');
+    } else if (!rel.startsWith('_rho/') && /\.(parquet|arrow)$/.test(rel)) {
+      f.error('foreign', rel, `a data file rho did not write (no completion record, not a unit of any shard of this run): readers of ${dir}/**/*.parquet would count its rows; move it out of the output dir`);
     } else if (rel.startsWith(`${LAYOUT.rejectsDir}/`)) {
       f.warn('orphan', rel, 'rejects file without a completion record (left by a crash); not part of the output');
     }
   }
-  return { records, brokenUnits };
+}
+
+/** The folder of a shard's units: from its records, else the manifest, else (older outputs) its source. */
+function keyOfShard(s: ShardSeen, manifest: Manifest | null): string {
+  if (s.records.length) return recordKey(s.records[0]);
+  return manifest?.shards?.find((x) => x.source === s.source)?.key ?? shardKey(s.source);
 }
 
 /** The shards of the dir: those the manifest lists as inputs and those records name, with their records in part order. */
-function shardsOf(records: CompletionRecord[], brokenUnits: Set<string>, inputList: { source: string }[]): Map<string, ShardSeen> {
+function shardsOf(records: CompletionRecord[], brokenUnits: Set<string>, inputList: { source: string }[], manifest: Manifest | null): Map<string, ShardSeen> {
   const shards = new Map<string, ShardSeen>();
   const shardOf = (source: string) => {
     let s = shards.get(source);
@@ -159,7 +186,7 @@ function shardsOf(records: CompletionRecord[], brokenUnits: Set<string>, inputLi
   for (const r of records) shardOf(r.source).records.push(r);
   for (const s of shards.values()) {
     s.records.sort((a, b) => a.part - b.part);
-    const key = shardKey(s.source);
+    const key = keyOfShard(s, manifest);
     for (const u of brokenUnits) {
       const m = /^(.+)\/part-(\d{5})$/.exec(u);
       if (m && m[1] === key) s.brokenParts.add(Number(m[2]));
@@ -169,8 +196,20 @@ function shardsOf(records: CompletionRecord[], brokenUnits: Set<string>, inputLi
 }
 
 /** A shard's units: contiguous from part 0, each record consistent with the layout and the accounting. */
-function checkUnitLayout(s: ShardSeen, config: RunIdentityView, f: Findings): void {
-  const key = shardKey(s.source);
+/** `_rho/inputs/<key>.json` (assignShardKeys): shard folder → the source its units are written with. */
+async function readShardRegistry(store: OutputStore): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const rel of await store.list(INPUTS_DIR)) {
+    if (!rel.endsWith('.json')) continue;
+    try {
+      out.set(rel.slice(INPUTS_DIR.length + 1, -'.json'.length), (JSON.parse(text((await store.read(rel))!)) as { source: string }).source);
+    } catch { /* an unreadable entry: the record checks below fall back to the legacy rule */ }
+  }
+  return out;
+}
+
+function checkUnitLayout(s: ShardSeen, config: RunIdentityView, f: Findings, manifest: Manifest | null, registry: Map<string, string>): void {
+  const key = keyOfShard(s, manifest);
   const parts = new Set([...s.records.map((r) => r.part), ...s.brokenParts]);
   if (parts.size === 0) return; // an empty input, or not scored at all: decided after the inputs are read
   const last = Math.max(...parts);
@@ -181,9 +220,14 @@ function checkUnitLayout(s: ShardSeen, config: RunIdentityView, f: Findings): vo
   }
   for (const r of s.records) {
     const rel = `${LAYOUT.doneDir}/${r.unit}.json`;
-    if (r.unit !== unitName(r)) f.error('record', rel, `unit ${r.unit} does not match source ${s.source} part ${r.part} (expected ${unitName(r)})`, { field: 'unit' });
+    // A shard's folder is the one registered for its file (whatever spelling a later run used), or, in older
+    // outputs, shardKey(source).
+    const registered = registry.get(recordKey(r));
+    const expectedUnit = unitName({ ...r, key: registered === r.source ? recordKey(r) : undefined });
+    if (r.unit !== expectedUnit) f.error('record', rel, `unit ${r.unit} does not match source ${s.source} part ${r.part} (expected ${expectedUnit})`, { field: 'unit' });
     if (r.first_row !== r.part * config.unit_docs) f.error('record', rel, `first_row ${r.first_row} but part ${r.part} x unit_docs ${config.unit_docs} = ${r.part * config.unit_docs}`, { field: 'first_row' });
-    if (r.file !== dataPath(r, config.format)) f.error('record', rel, `file is ${r.file}, expected ${dataPath(r, config.format)}`, { field: 'file' });
+    const expectedFile = dataPath({ ...r, key: recordKey(r) }, config.format);
+    if (r.file !== expectedFile && r.file !== dataPath({ ...r, key: recordKey(r) }, config.format, true)) f.error('record', rel, `file is ${r.file}, expected ${expectedFile}`, { field: 'file' });
     if (r.docs_in !== r.scored + r.rejected) f.error('accounting', rel, `docs_in ${r.docs_in} != scored ${r.scored} + rejected ${r.rejected}`, { field: 'docs_in' });
     if (r.part < last && r.docs_in !== config.unit_docs) f.error('accounting', rel, `docs_in ${r.docs_in} but every unit before the shard's last holds unit_docs = ${config.unit_docs} records`, { field: 'docs_in' });
     if (r.docs_in > config.unit_docs) f.error('accounting', rel, `docs_in ${r.docs_in} exceeds unit_docs ${config.unit_docs}`, { field: 'docs_in' });
@@ -227,7 +271,7 @@ async function checkData(store: OutputStore, shards: Map<string, ShardSeen>, rec
 }
 
 /** Inputs: every input record accounted for (read only when reachable, unless required). */
-async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: string; bytes: number }[], config: RunIdentityView, opts: VerifyOptions, f: Findings, report: VerifyReport): Promise<void> {
+async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: string; bytes: number }[], config: RunIdentityView, opts: VerifyOptions, f: Findings, report: VerifyReport, store: OutputStore, manifest: Manifest | null): Promise<void> {
   const resolve = (source: string) => (opts.inputsBase && !isAbsolute(source) && !source.includes('://') ? join(opts.inputsBase, source) : source);
   // s3:// inputs are read through the S3 opener (a missing key is then a read error, reported per shard).
   const given = new Map((opts.sources ?? []).map((src) => [src.name, src]));
@@ -243,8 +287,9 @@ async function checkInputs(shards: Map<string, ShardSeen>, inputList: { source: 
     for (const s of shards.values()) {
       if (unreachable.includes(s.source)) continue;
       const src = given.get(s.source);
-      const input = src ? sourceToCheck(src) : fileToCheck(resolve(s.source), config, await openerFor(s.source, opts.s3));
-      await checkInput(input, s, config, bytesBySource.get(s.source), f);
+      const input = src ? sourceToCheck(src) : fileToCheck(resolve(s.source), config, await openerFor(s.source, opts.s3), opts.s3);
+      const entry = src ? null : await readShardEntry(store, keyOfShard(s, manifest));
+      await checkInput(input, s, config, bytesBySource.get(s.source), f, entry?.input);
       report.inputs.checked.push(s.source);
     }
   }

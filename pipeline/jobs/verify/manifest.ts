@@ -57,7 +57,7 @@ export function checkManifest(m: Manifest | null, records: CompletionRecord[], c
     if (d.length) f.error('manifest', LAYOUT.manifest, `totals differ from the completion records: ${d.join(', ')}; stale manifest: rerun rho score to rebuild it`, { field: 'totals' });
   }
   for (const sh of m.shards ?? []) {
-    if (brokenKeys.has(shardKey(sh.source))) continue;
+    if (brokenKeys.has(sh.key ?? shardKey(sh.source))) continue;
     const d = diff(sh, sum(records.filter((r) => r.source === sh.source)));
     if (d.length) f.error('manifest', LAYOUT.manifest, `shard ${sh.source} differs from its completion records: ${d.join(', ')}`, { field: 'shards' });
   }

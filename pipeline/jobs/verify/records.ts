@@ -1,7 +1,7 @@
 // Completion records: well-formed, and each unit's data and rejects files are what its record says.
 import { decodeTable, sha256 } from '../../../stages/write.js';
 import { COL } from '../../../schemas/contract.js';
-import { LAYOUT, rejectsPath, type CompletionRecord } from '../../../schemas/layout.js';
+import { LAYOUT, recordKey, rejectsPath, type CompletionRecord } from '../../../schemas/layout.js';
 import type { Table } from 'apache-arrow';
 import type { OutputStore } from '../../../schemas/store.js';
 import { text, type Findings, type RunIdentityView, type ShardSeen, type VerifyReport } from './report.js';
@@ -73,7 +73,7 @@ export async function checkUnit(store: OutputStore, rec: CompletionRecord, confi
 
 export async function checkRejects(store: OutputStore, rec: CompletionRecord, f: Findings, shard: ShardSeen, report: VerifyReport): Promise<void> {
   const recRel = `${LAYOUT.doneDir}/${rec.unit}.json`;
-  const expectedPath = rejectsPath(rec);
+  const expectedPath = rejectsPath({ ...rec, key: recordKey(rec) });
   if (rec.rejected === 0) {
     if (rec.rejects_file !== null) f.error('rejects', recRel, `rejected is 0 but rejects_file is ${rec.rejects_file}`, { field: 'rejects_file' });
     return;
