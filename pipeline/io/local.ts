@@ -2,7 +2,7 @@
 // atomically, reads them back, lists a prefix and creates a file only if absent (claims). Local disk here;
 // an object store implements the same calls.
 import { createHash } from 'node:crypto';
-import { createReadStream, mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
+import { type Dirent, createReadStream, mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { crashPoint } from '../../schemas/crashpoints.js';
 import type { OutputStore } from '../../schemas/store.js';
@@ -88,16 +88,27 @@ export class LocalStore implements OutputStore {
     const start = this.abs(prefix);
     const out: string[] = [];
     const walk = (dir: string) => {
-      let entries: string[];
+      let entries: Dirent[];
       try {
-        entries = readdirSync(dir);
+        entries = readdirSync(dir, { withFileTypes: true });
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return;
         throw e;
       }
-      for (const name of entries) {
-        const p = join(dir, name);
-        if (statSync(p).isDirectory()) walk(p);
+      for (const d of entries) {
+        const p = join(dir, d.name);
+        // The entry's own type, not a second stat: another runner may rename or remove its temp file between
+        // readdir and a stat (seen: ENOENT on a claim's .tmp with three concurrent runners). Links are followed.
+        let isDir = d.isDirectory();
+        if (d.isSymbolicLink()) {
+          try {
+            isDir = statSync(p).isDirectory();
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+            throw e;
+          }
+        }
+        if (isDir) walk(p);
         else out.push(relative(this.root, p));
       }
     };
