@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 // Shared test helpers: fixture paths, running the score job in-process, reading outputs back.
 import { mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -65,4 +66,16 @@ export function readRows(dir: string, ext = 'parquet'): Record<string, unknown>[
 
 export function listValues(v: unknown): (number | null)[] {
   return [...(v as Iterable<number | null>)];
+}
+
+export interface Outcome { code: number | null; signal: string | null; stdout: string; stderr: string }
+
+/** Run the CLI as a child process; resolves (never rejects) with its exit code or signal and its output. */
+export function runRho(argv: string[], env: Record<string, string> = {}): Promise<Outcome> {
+  return new Promise((resolve) => {
+    execFile(RHO, argv, { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      const e = err as (Error & { code?: number; signal?: string }) | null;
+      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stdout, stderr });
+    });
+  });
 }

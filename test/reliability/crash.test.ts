@@ -5,7 +5,7 @@ import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { ROOT, RHO, TOKENIZER, CACHE, modelPath, shardPath, tmp } from '../helpers.js';
+import { ROOT, RHO, TOKENIZER, CACHE, modelPath, shardPath, tmp, runRho } from '../helpers.js';
 
 const inputsDir = tmp('rho-crash-in-');
 mkdirSync(inputsDir, { recursive: true });
@@ -18,15 +18,7 @@ const args = (out: string) => [
   '--id-field', 'id', '--context', '64', '--stride', '32', '--batch-tokens', '256', '--unit-docs', '8', '--max-reject-ratio', '0.5', '--no-progress',
 ];
 
-interface Outcome { code: number | null; signal: string | null; stdout: string; stderr: string }
-function rho(argv: string[], env: Record<string, string> = {}): Promise<Outcome> {
-  return new Promise((resolve) => {
-    execFile(RHO, argv, { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE, ...env } }, (err, stdout, stderr) => {
-      const e = err as (Error & { code?: number; signal?: string }) | null;
-      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stdout, stderr });
-    });
-  });
-}
+const rho = runRho;
 
 /** Every file that must be identical between runs: data, completion records, rejects, config (not manifest.json nor the rank summaries: they hold wall times; not claims). */
 function snapshot(dir: string): Map<string, string> {

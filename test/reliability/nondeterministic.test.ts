@@ -12,7 +12,7 @@ import { LocalStore } from '../../pipeline/io/local.js';
 import type { OutputStore } from '../../schemas/store.js';
 import { commitUnit, recoverStaged, stagedPath, STAGED_DIR, type UnitOutput } from '../../pipeline/run/commit.js';
 import { dataPath, unitName, LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
-import { ROOT, RHO, TOKENIZER, CACHE, modelPath, shardPath, tmp } from '../helpers.js';
+import { ROOT, RHO, TOKENIZER, CACHE, modelPath, shardPath, tmp, runRho } from '../helpers.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -88,15 +88,7 @@ const args = (out: string, extra: string[] = []) => [
 ];
 const PERTURB = { RHO_TEST_PERTURB_SCORES: '1' };
 
-interface Outcome { code: number | null; signal: string | null; stdout: string; stderr: string }
-function rho(argv: string[], env: Record<string, string> = {}): Promise<Outcome> {
-  return new Promise((resolve) => {
-    execFile(RHO, argv, { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE, ...env } }, (err, stdout, stderr) => {
-      const e = err as (Error & { code?: number; signal?: string }) | null;
-      resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stdout, stderr });
-    });
-  });
-}
+const rho = runRho;
 
 let expectedRows = 0;
 let expectedUnits = 0;
