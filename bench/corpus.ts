@@ -4,8 +4,8 @@
 import { readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-/** mulberry32: small, seeded, good enough to pick paragraphs. */
-function rng(seed: number): () => number {
+/** mulberry32: small, seeded, good enough to pick paragraphs (the tests' random cases use it too). */
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -71,9 +71,9 @@ export function listValues(v: unknown): (number | null)[] {
 export interface Outcome { code: number | null; signal: string | null; stdout: string; stderr: string }
 
 /** Run the CLI as a child process; resolves (never rejects) with its exit code or signal and its output. */
-export function runRho(argv: string[], env: Record<string, string> = {}): Promise<Outcome> {
+export function runRho(argv: string[], env: Record<string, string> = {}, opts: { cwd?: string } = {}): Promise<Outcome> {
   return new Promise((resolve) => {
-    execFile(RHO, argv, { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+    execFile(RHO, argv, { cwd: opts.cwd ?? ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
       const e = err as (Error & { code?: number; signal?: string }) | null;
       resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, stdout, stderr });
     });

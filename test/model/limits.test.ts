@@ -2,27 +2,18 @@
 // cannot fit (exit 2, before any work, with the numbers), and refuses --context beyond a learned position table.
 
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, copyFileSync, writeFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { cleanup, REPO, tmpDir } from './_models.js';
+import { runRho } from '../helpers.js';
 
 test.after.always(cleanup);
 
-const RHO = path.join(REPO, 'bin', 'rho');
 const TOK = path.join(REPO, 'fixtures', 'tokenizer', 'tokenizer.json');
 const SHARD = path.join(REPO, 'fixtures', 'shards', 'clean.jsonl');
 
-async function rho(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await promisify(execFile)(process.execPath, [RHO, ...args], { timeout: 120_000, env: { ...process.env, RHO_CACHE_DIR: path.join(tmpDir(), 'cache') } });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const x = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: x.code ?? -1, stdout: x.stdout ?? '', stderr: x.stderr ?? '' };
-  }
-}
+// Its own cache dir (the models here are made per test run), through the one CLI runner of the tests.
+const rho = (args: string[]) => runRho(args, { RHO_CACHE_DIR: path.join(tmpDir(), 'cache') });
 
 test('C, S and the batch budget are printed at start and in the summary; C from config.json says so', async (t) => {
   const out = path.join(tmpDir(), 'out');

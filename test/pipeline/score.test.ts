@@ -1,28 +1,17 @@
 // End-to-end behaviour of `rho score` on the fixtures: the contract as other tools read it.
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Tokenizer } from 'tokenizers';
-import { FIX, ROOT, RHO, TOKENIZER, CACHE, modelPath, shardPath, score, tmp, readRows, dataFiles, listValues, readTable } from '../helpers.js';
+import { FIX, ROOT, TOKENIZER, modelPath, shardPath, score, tmp, readRows, dataFiles, listValues, readTable, runRho } from '../helpers.js';
 import { readShard } from '../../stages/read.js';
 import { TextTokenizer } from '../../stages/tokenize.js';
 import { META } from '../../schemas/contract.js';
 
-const run = promisify(execFile);
 const ALL_SHARDS = ['clean.jsonl', 'noisy.jsonl.gz', 'mixed.jsonl.zst', 'mixed.parquet', 'mixed.arrow'].map(shardPath);
 
-async function rhoCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(RHO, args, { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE } });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-}
+const rhoCli = runRho;
 
 async function inputDocs(path: string) {
   const out: { id: string; row: number; text: string }[] = [];

@@ -3,8 +3,7 @@
 // Also: configuration errors stop before any work (exit 2), a full disk fails cleanly (exit 1) and a rerun
 // completes, and --max-reject-ratio decides between exit 0 and 3.
 import test from 'ava';
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
-import { promisify } from 'node:util';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
@@ -13,24 +12,15 @@ import { Int32, Table, Utf8, tableToIPC, vectorFromArray } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Tokenizer } from 'tokenizers';
-import { CACHE, RHO, ROOT, TOKENIZER, modelPath, shardPath, tmp } from '../helpers.js';
+import { CACHE, ROOT, TOKENIZER, modelPath, shardPath, tmp, runRho } from '../helpers.js';
 import { EXIT } from '../../schemas/errors.js';
 import type { Manifest } from '../../pipeline/run/manifest.js';
 import type { CompletionRecord } from '../../schemas/layout.js';
 import type { VerifyReport } from '../../pipeline/jobs/verify/index.js';
 import { missing, requires } from '../requirements.js';
 
-const exec = promisify(execFile);
-interface CliResult { code: number; stdout: string; stderr: string }
-async function rho(args: string[]): Promise<CliResult> {
-  try {
-    const r = await exec(RHO, args, { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE }, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-}
+const rho = runRho;
+type CliResult = Awaited<ReturnType<typeof runRho>>;
 const CONTEXT = 16;
 const scoreArgs = (inputs: string[], output: string, extra: string[] = []) => [
   'score', '--model', modelPath('llama'), '--tokenizer', TOKENIZER, ...inputs.flatMap((i) => ['--input', i]), '--output', output,

@@ -2,28 +2,17 @@
 // Parquet file (footer gone), a truncated Arrow file. Each becomes rejects naming the file, the rows and the
 // decoder's message; the good shards are scored; the exit code follows --max-reject-ratio; verify passes.
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Table, tableFromArrays, tableToIPC } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
-import { CACHE, RHO, ROOT, TOKENIZER, modelPath, readRows, tmp } from '../helpers.js';
+import { CACHE, TOKENIZER, modelPath, readRows, tmp, runRho } from '../helpers.js';
 import { EXIT } from '../../schemas/errors.js';
 import { verifyOutput } from '../../pipeline/jobs/verify/index.js';
 import { readShard } from '../../stages/read.js';
 import { LAYOUT } from '../../schemas/layout.js';
 
-const exec = promisify(execFile);
-async function rho(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await exec(RHO, args, { cwd: ROOT, env: { ...process.env, RHO_CACHE_DIR: CACHE }, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-}
+const rho = runRho;
 
 const dir = tmp('rho-corrupt-');
 const N = 300;

@@ -2,29 +2,18 @@
 // scoring, configurations that fail their checks, an output dir that the inputs reach into, bad numbers.
 // Each run is checked with `rho verify` (and DuckDB where the question is "what does a reader see").
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Tokenizer } from 'tokenizers';
-import { CACHE, RHO, ROOT, TOKENIZER, modelPath, readRows, score, tmp } from '../helpers.js';
+import { CACHE, ROOT, TOKENIZER, modelPath, readRows, score, tmp, runRho } from '../helpers.js';
 import { ConfigError, EXIT } from '../../schemas/errors.js';
 import { verifyOutput } from '../../pipeline/jobs/verify/index.js';
 import { runStatus } from '../../pipeline/launch/status.js';
 import { LocalStore } from '../../pipeline/io/local.js';
 import { LAYOUT } from '../../schemas/layout.js';
 
-const exec = promisify(execFile);
-async function rho(args: string[], cwd = ROOT): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await exec(RHO, args, { cwd, env: { ...process.env, RHO_CACHE_DIR: CACHE }, maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-}
+const rho = (args: string[], cwd = ROOT) => runRho(args, {}, { cwd });
 const C = 16;
 const scoreArgs = (inputs: string[], output: string, extra: string[] = []) => [
   'score', '--model', modelPath('llama'), '--tokenizer', TOKENIZER, ...inputs.flatMap((i) => ['--input', i]), '--output', output,

@@ -1,19 +1,15 @@
 // rho launch: the sbatch script and the Kubernetes manifest, checked by bash and kubectl themselves, and the
 // Indexed Job's env-var contract exercised by running each pod's command locally with JOB_COMPLETION_INDEX.
 import test from 'ava';
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { slurmScript } from '../../pipeline/launch/slurm.js';
 import { requires } from '../requirements.js';
-import { CACHE, RHO, TOKENIZER, modelPath, shardPath, tmp } from '../helpers.js';
+import { CACHE, RHO, TOKENIZER, modelPath, shardPath, tmp, runRho } from '../helpers.js';
 
-function rho(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(RHO, args, { env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stdout, stderr }));
-  });
-}
+const rho = runRho;
 
 const SCORE = ['--model', modelPath('llama'), '--tokenizer', TOKENIZER, '--input', `${shardPath('')}/*.jsonl`, '--output', '/tmp/o u t', '--id-field', 'id'];
 

