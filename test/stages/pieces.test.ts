@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
 import { TextTokenizer } from '../../stages/tokenize.js';
-import { cutModeOf } from '../../stages/pieces.js';
+import { cutModeOf, encodeInPieces } from '../../stages/pieces.js';
 import { ROOT, TOKENIZER } from '../helpers.js';
 
 const PUBLISHED = ['llama2', 'llama3', 'qwen3', 'gemma3'] as const;
@@ -140,4 +140,24 @@ test('short documents in the same chunk keep their order and ids; long ones are 
   const got = await tok.encode(texts.map((text, i) => doc(i, text)));
   for (let i = 0; i < texts.length; i++) t.is(firstDiff(got[i].tokenIds, await wholeIds(TOKENIZER, texts[i], null)), -1, `document ${i}`);
   t.true(tok.pieceStats.cuts > 100);
+});
+
+test('the checks refuse every cut that would change the ids (llama2 told to cut like a tokenizer that adds nothing at a piece start)', async (t) => {
+  // Cutting Llama-2 text at a word start and starting the piece there gives a doubled "▁" (its Prepend
+  // normalizer): wrong ids. Without the left/right checks, modes 'any' and 'atSpace' produce exactly that; with
+  // them, no cut passes and the caller tokenizes whole. The right mode ('afterSpace') cuts and matches.
+  const path = TOKENIZERS.llama2;
+  const tok = Tokenizer.fromFile(path);
+  const text = prose.join('\n\n').slice(0, 20_000);
+  const want = (await tok.encode(text, null, { addSpecialTokens: false })).getIds();
+  for (const mode of ['any', 'atSpace'] as const) {
+    const stats = { cuts: 0, rejectedCandidates: 0 };
+    t.is(await encodeInPieces(tok, text, mode, { pieceChars: 200, marginChars: 64 }, stats), null, mode);
+    t.true(stats.rejectedCandidates > 0);
+  }
+  const stats = { cuts: 0, rejectedCandidates: 0 };
+  const got = await encodeInPieces(tok, text, 'afterSpace', { pieceChars: 200, marginChars: 64 }, stats);
+  t.truthy(got);
+  t.is(firstDiff(got!, want), -1);
+  t.true(stats.cuts > 50);
 });
