@@ -173,9 +173,10 @@ function sameTokens(w: Toks, k0: number, k1: number, x: Toks, j0: number): boole
 
 /**
  * The ids of `text` without special tokens, tokenized in pieces; null when some piece had no cut that passed
- * its checks, even grown (the caller tokenizes the document whole).
+ * its checks, even grown (the caller tokenizes the document whole). `onTokens` hears of each piece's tokens as it
+ * is done (the progress line moves inside a long document).
  */
-export async function encodeInPieces(tok: Tokenizer, text: string, mode: CutMode, opts: PieceOptions, stats?: PieceStats): Promise<Int32Array | null> {
+export async function encodeInPieces(tok: Tokenizer, text: string, mode: CutMode, opts: PieceOptions, stats?: PieceStats, onTokens?: (n: number) => void): Promise<Int32Array | null> {
   const P = Math.max(1, Math.floor(opts.pieceChars));
   const M = Math.max(8, Math.floor(opts.marginChars));
   const maxGrowth = opts.maxGrowth ?? 16;
@@ -199,12 +200,14 @@ export async function encodeInPieces(tok: Tokenizer, text: string, mode: CutMode
       const rest = await tokensOf(tok, text, s + skip, text.length);
       parts.push(Int32Array.from(rest.ids));
       total += rest.ids.length;
+      onTokens?.(rest.ids.length);
       break;
     }
     if (cut < 0 || !w) return null;
     const kept = Int32Array.from(w.ids.slice(0, cut + 1));
     parts.push(kept);
     total += kept.length;
+    onTokens?.(kept.length);
     s = w.end[cut];
     skip = skipAt;
     if (stats) stats.cuts++;

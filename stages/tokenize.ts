@@ -74,9 +74,10 @@ export class TextTokenizer {
 
   /**
    * Tokenize a chunk of documents: the short ones with one batch call, each very long one (over pieceChars +
-   * marginChars characters) in bounded pieces (stages/pieces.ts) whose ids equal the whole text's.
+   * marginChars characters) in bounded pieces (stages/pieces.ts) whose ids equal the whole text's. `onTokens`
+   * hears of tokens as they are done, inside a long document too (progress).
    */
-  async encode(docs: Document[]): Promise<TokenizedDocument[]> {
+  async encode(docs: Document[], onTokens?: (n: number) => void): Promise<TokenizedDocument[]> {
     if (docs.length === 0) return [];
     const limit = this.pieces ? this.pieces.pieceChars + this.pieces.marginChars : Infinity;
     const ids: ArrayLike<number>[] = new Array(docs.length);
@@ -85,8 +86,15 @@ export class TextTokenizer {
       const encodings = await this.tok.encodeBatch(short.map((i) => docs[i].text));
       short.forEach((i, j) => { ids[i] = encodings[j].getIds(); });
     }
-    for (let i = 0; i < docs.length; i++) if (ids[i] === undefined) ids[i] = await this.encodeLong(docs[i].text);
     const eos = this.appendEos ? 1 : 0;
+    if (short.length > 0) onTokens?.(short.reduce((a, i) => a + ids[i].length + eos, 0));
+    for (let i = 0; i < docs.length; i++) {
+      if (ids[i] !== undefined) continue;
+      // Pieces are counted as they are done; the special tokens and EOS when the document is.
+      let counted = 0;
+      ids[i] = await this.encodeLong(docs[i].text, onTokens && ((n) => { counted += n; onTokens(n); }));
+      onTokens?.(ids[i].length + eos - counted);
+    }
     // One allocation per chunk, a view per document: a typed array per document cost ~15 µs each here.
     let total = 0;
     for (const x of ids) total += x.length + eos;
@@ -108,10 +116,13 @@ export class TextTokenizer {
   }
 
   /** The ids of one very long text with the post-processor's special tokens, tokenized in pieces when the tokenizer allows it. */
-  async encodeLong(text: string): Promise<ArrayLike<number>> {
+  async encodeLong(text: string, onTokens?: (n: number) => void): Promise<ArrayLike<number>> {
     const plan = await this.planLong();
     if ('mode' in plan) {
-      const body = await encodeInPieces(this.tok, text, plan.mode, this.pieces!, this.pieceStats);
+      let counted = 0;
+      const body = await encodeInPieces(this.tok, text, plan.mode, this.pieces!, this.pieceStats, onTokens && ((n) => { counted += n; onTokens(n); }));
+      // A document that fell back after some pieces: those tokens are counted again by the whole tokenization.
+      if (!body && counted > 0) onTokens!(-counted);
       if (body) {
         const ids = new Int32Array(plan.before.length + body.length + plan.after.length);
         ids.set(plan.before, 0);
@@ -233,6 +244,8 @@ export function tokenizeStage(tokenizer: TextTokenizer, opts: TokenizeStageOptio
   const chunkDocs = opts.chunkDocs ?? 256;
   const chunkChars = opts.chunkChars ?? 2_000_000;
   return stage('tokenize', async function* (input, ctx) {
+    // Tokens tokenized so far, counted piece by piece inside a long document (the progress line shows them).
+    ctx.stats.counters.tokenized_tokens = 0;
     let nextSeq = 0;
     let chunk: Extract<Flow<Document>, { kind: 'doc' }>[] = [];
     let chars = 0;
@@ -241,7 +254,7 @@ export function tokenizeStage(tokenizer: TextTokenizer, opts: TokenizeStageOptio
       const c = chunk;
       chunk = [];
       chars = 0;
-      const tokenized = await tokenizer.encode(c.map((it) => ({ ...it.doc, docSeq: nextSeq++ })));
+      const tokenized = await tokenizer.encode(c.map((it) => ({ ...it.doc, docSeq: nextSeq++ })), (n) => { ctx.stats.counters.tokenized_tokens += n; });
       // The raw text is not needed past this point (the output holds token ids): drop it, so a unit in flight
       // holds ids and scores, not also its text (unless a later stage asks for it; it drops it then).
       for (let i = 0; i < c.length; i++) yield { kind: 'doc', unit: c[i].unit, doc: opts.keepText ? tokenized[i] : { ...tokenized[i], text: '' } };
