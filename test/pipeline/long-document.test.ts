@@ -39,7 +39,7 @@ test('piecewise-tokenized long document: token_ids equal whole-text tokenization
   const rows = (await db.runAndReadAll(`select id, token_ids from read_parquet('${pieces}/**/*.parquet') order by id`)).getRowObjectsJS() as { id: string; token_ids: number[] }[];
   t.deepEqual(rows.map((r) => r.id), ['long', 'short']);
   const tok = Tokenizer.fromFile(TOKENIZER);
-  const eos = tok.tokenToId('<|eos|>');
+  const eos = tok.tokenToId('<|eos|>') ?? -1;
   const want = [...(await tok.encode(text)).getIds()];
   const got = rows[0].token_ids.map(Number);
   t.true(want.length > 10_000, `${want.length} tokens`);
