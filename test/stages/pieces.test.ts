@@ -161,3 +161,33 @@ test('the checks refuse every cut that would change the ids (llama2 told to cut 
   t.is(firstDiff(got!, want), -1);
   t.true(stats.cuts > 50);
 });
+
+test('tokenizers that add a prefix space to every text (ByteLevel add_prefix_space, Metaspace) are cut at a space: same ids', async (t) => {
+  t.timeout(300_000);
+  // Derived from the real files: the fixture's byte-level BPE with add_prefix_space on, and llama2's vocabulary
+  // with the Metaspace pre-tokenizer (prepend_scheme "always") in place of its Prepend/Replace normalizer.
+  const byteLevel = JSON.parse(readFileSync(TOKENIZER, 'utf8')) as Record<string, unknown>;
+  byteLevel.pre_tokenizer = { ...(byteLevel.pre_tokenizer as object), add_prefix_space: true };
+  const metaspace = JSON.parse(readFileSync(TOKENIZERS.llama2, 'utf8')) as Record<string, unknown>;
+  metaspace.normalizer = null;
+  metaspace.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: false };
+  const dir = mkdtempSync(join(tmpdir(), 'rho-pieces-'));
+  const docs = documents(19);
+  for (const [name, json] of [['bytelevel-prefix', byteLevel], ['metaspace', metaspace]] as const) {
+    t.deepEqual(cutModeOf(json), { mode: 'atSpace' }, name);
+    const path = join(dir, `${name}.json`);
+    writeFileSync(path, JSON.stringify(json));
+    const tok = TextTokenizer.load(path, { pieces: { pieceChars: 150, marginChars: 64, maxGrowth: 256 } });
+    for (const kind of ['prose', 'whitespace', 'mixed'] as const) {
+      const [got] = await tok.encode([doc(0, docs[kind])]);
+      t.is(firstDiff(got.tokenIds, await wholeIds(path, docs[kind], null)), -1, `${name} ${kind}`);
+    }
+    t.true(tok.pieceStats.cuts > 100, `${name}: ${tok.pieceStats.cuts} cuts`);
+    t.is(tok.pieceStats.wholeFallbacks, 0, name);
+    // Told to cut anywhere, the checks refuse every cut whose piece would get a space the text does not have.
+    const raw = Tokenizer.fromFile(path);
+    const want = (await raw.encode(docs.prose, null, { addSpecialTokens: false })).getIds();
+    const loose = await encodeInPieces(raw, docs.prose, 'any', { pieceChars: 150, marginChars: 64 });
+    t.true(loose === null || firstDiff(loose, want) === -1, `${name}: mode 'any' gave wrong ids`);
+  }
+});
