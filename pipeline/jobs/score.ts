@@ -187,7 +187,8 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
   const executor = await Executor.open({
     store: plan.store, inputs: plan.shards.map((s) => shardInput(s, cfg, plan)), unitDocs: cfg.unitDocs, rank, worldSize,
     leaseSeconds: cfg.leaseSeconds, configSha: plan.configSha, progress: cfg.progress,
-    live: () => ({ docs: stat('assemble')?.docs_out ?? 0, tokens: stat('assemble')?.counters.scored_tokens ?? 0 }),
+    // `tokenized` (tokens tokenized so far, piece by piece inside a long document) reaches the progress line.
+    live: () => ({ docs: stat('assemble')?.docs_out ?? 0, tokens: stat('assemble')?.counters.scored_tokens ?? 0, tokenized: stat('tokenize')?.counters.tokenized_tokens ?? 0 }),
   });
   let scoringSeconds: number;
   try {

@@ -4,7 +4,10 @@
 export interface ProgressCounts {
   docs: number;
   rejected: number;
+  /** Tokens that got a score (counted per scored window, so they move inside a long document). */
   tokens: number;
+  /** Tokens tokenized so far (counted per piece inside a long document); shown while ahead of `tokens`. */
+  tokenized?: number;
   inputBytesDone: number;
 }
 
@@ -35,7 +38,8 @@ export class Progress {
     const frac = this.totalInputBytes > 0 ? Math.min(1, c.inputBytesDone / this.totalInputBytes) : 0;
     const eta = frac > 0.01 && frac < 1 ? ` ETA ${fmtDuration((s / frac) * (1 - frac))}` : '';
     const pct = this.totalInputBytes > 0 ? `${(frac * 100).toFixed(1).padStart(5)}% ` : '';
-    return `rho: ${pct}${c.docs} docs, ${c.rejected} rejected, ${c.tokens} tokens, ${Math.round(tps)} tok/s, ${fmtDuration(s)}${eta}`;
+    const ahead = c.tokenized !== undefined && c.tokenized > c.tokens ? ` (${c.tokenized} tokenized)` : '';
+    return `rho: ${pct}${c.docs} docs, ${c.rejected} rejected, ${c.tokens} tokens${ahead}, ${Math.round(tps)} tok/s, ${fmtDuration(s)}${eta}`;
   }
 
   draw(): void {
