@@ -13,6 +13,8 @@ import { Tokenizer } from 'tokenizers';
 import { TextTokenizer } from '../../stages/tokenize.js';
 import { cutModeOf, encodeInPieces } from '../../stages/pieces.js';
 import { ROOT, TOKENIZER } from '../helpers.js';
+// The benchmark's seeded PRNG (mulberry32): the texts and cut sizes are the same on every run.
+import { rng } from '../../bench/corpus.js';
 
 const PUBLISHED = ['llama2', 'llama3', 'qwen3', 'gemma3'] as const;
 const TOKENIZERS: Record<string, string> = {
@@ -22,17 +24,6 @@ const TOKENIZERS: Record<string, string> = {
 /** The cut mode each real tokenizer must get (from its tokenizer.json). */
 const EXPECTED_MODE: Record<string, string> = { fixture: 'any', llama2: 'afterSpace', llama3: 'any', qwen3: 'any', gemma3: 'any' };
 
-/** A small deterministic PRNG (mulberry32): the texts and cut sizes are the same on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const prose: string[] = (JSON.parse(readFileSync(join(ROOT, 'fixtures', 'corpus', 'clean_docs.json'), 'utf8')) as { text: string }[]).map((d) => d.text);
 const unicode: string[] = (JSON.parse(readFileSync(join(ROOT, 'fixtures', 'corpus', 'unicode_docs.json'), 'utf8')) as { text: string }[]).map((d) => d.text);
