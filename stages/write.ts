@@ -313,13 +313,12 @@ function rowBytes(fields: readonly Field[], doc: ScoredDocument): number {
 
 /**
  * One Parquet file fed row group by row group (parquet-wasm's transformParquetStream: one record batch in,
- * one row group flushed; measured: its bytes come out per row group, not at the end). The last piece, which
- * holds the footer, is kept back until finish() so that the footer's key-value metadata can be made final.
+ * one row group flushed; measured: its bytes come out per row group, not at the end). The footer comes out
+ * on close, in the last piece: finish() makes its key-value metadata final (the unit's row count) and sorted.
  */
 class ParquetSink {
   private ctrl!: ReadableStreamDefaultController<pq.RecordBatch>;
   private readonly ready: Uint8Array[] = [];
-  private held: Uint8Array | null = null;
   private failed: unknown = null;
   private readonly pumped: Promise<void>;
   /** The encoder asked for the next batch (it has written the previous row group). */
@@ -331,24 +330,25 @@ class ParquetSink {
     const src = new ReadableStream<pq.RecordBatch>({ start: (c) => { this.ctrl = c; }, pull: ask }, { highWaterMark: 0 });
     this.pumped = (async () => {
       const out = (await pq.transformParquetStream(src, writerProperties(fields, kv))) as ReadableStream<Uint8Array>;
-      for await (const chunk of out as unknown as AsyncIterable<Uint8Array>) {
-        if (this.held) this.ready.push(this.held);
-        this.held = chunk;
-      }
+      // Until close() every piece is a row group (the footer is written on close), so none is held back.
+      for await (const chunk of out as unknown as AsyncIterable<Uint8Array>) this.ready.push(chunk);
     })();
     this.pumped.catch((e) => { this.failed = e; ask(); });
   }
 
   /** Hand over one row group (a table of one batch, the contract's schema without metadata), once the encoder is ready for it. */
   async push(group: Table): Promise<void> {
-    if (!this.asked) await new Promise<void>((resolve) => { this.onAsk = resolve; });
     if (this.failed) throw this.failed as Error;
-    this.asked = false;
     const wt = pq.Table.fromIPCStream(tableToIPC(group, 'stream'));
     const rb = wt.recordBatch(0);
     wt.free();
     if (!rb) throw new Error('internal: a row group without its record batch');
+    this.asked = false;
     this.ctrl.enqueue(rb);
+    // Wait until the encoder asks for the next batch: it has written this row group (one group in flight at most).
+    if (!this.asked) await new Promise<void>((resolve) => { this.onAsk = resolve; });
+    await new Promise<void>((resolve) => setImmediate(resolve)); // let the pump take the group's bytes
+    if (this.failed) throw this.failed as Error;
   }
 
   /** The bytes encoded so far (all but the held-back last piece). */
@@ -361,17 +361,16 @@ class ParquetSink {
   async finish(kv: Map<string, string>): Promise<Uint8Array[]> {
     this.ctrl.close();
     await this.pumped;
-    if (!this.held) throw new Error('internal: the Parquet stream wrote nothing');
-    const tail = setParquetKeyValueMetadata(new Uint8Array(this.held), kv);
-    this.held = null;
-    return [...this.ready.splice(0), tail];
+    // The footer is in the last piece written after close (arrow-rs writes it in one piece, with the last row group).
+    const last = this.ready.pop();
+    if (!last) throw new Error('internal: the Parquet stream wrote no footer');
+    return [...this.ready.splice(0), setParquetKeyValueMetadata(new Uint8Array(last), kv)];
   }
 
   async abort(): Promise<void> {
     try { this.ctrl.close(); } catch { /* closed */ }
     await this.pumped.catch(() => undefined);
     this.ready.length = 0;
-    this.held = null;
   }
 }
 
