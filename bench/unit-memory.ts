@@ -64,16 +64,12 @@ for (const docs of docsList) {
   const seconds = wall[1].split(':').reduce((a, x) => a * 60 + Number(x), 0);
   const data = files(out).filter((f) => f.endsWith('.parquet') || f.endsWith('.arrow'));
   const bytes = data.reduce((a, f) => a + statSync(f).size, 0);
-  const summary = /(\d+) tokens/.exec(r.stderr + r.stdout);
-  const groups = (() => {
-    try {
-      return execDuck(`SELECT count(DISTINCT row_group_id) FROM parquet_metadata('${data[0]}')`);
-    } catch { return '?'; }
-  })();
-  console.log(`${docs}\t${summary ? summary[1] : '?'}\t${seconds.toFixed(1)}\t${(Number(rss[1]) / 1024).toFixed(0)}\t${bytes}\t${groups}`);
+  const groups = execDuck(`SELECT count(DISTINCT row_group_id) FROM parquet_metadata('${data[0]}')`);
+  const tokens = execDuck(`SELECT sum(n_tokens) FROM read_parquet('${data[0]}')`);
+  console.log(`${docs}\t${tokens}\t${seconds.toFixed(1)}\t${(Number(rss[1]) / 1024).toFixed(0)}\t${bytes}\t${groups}`);
 }
 
-/** One number from DuckDB's CLI-less node API would need async; the Python duckdb module is not installed: ask rho. */
+/** One value from DuckDB (its node API is async; a child keeps this script synchronous). */
 function execDuck(sql: string): string {
   const r = spawnSync(process.execPath, ['-e', `import('@duckdb/node-api').then(async ({ DuckDBInstance }) => { const c = await (await DuckDBInstance.create(':memory:')).connect(); const rows = (await (await c.run(${JSON.stringify(sql)})).getRows()); console.log(String(rows[0][0])); })`], { cwd: ROOT, encoding: 'utf8' });
   return r.stdout.trim() || '?';
