@@ -6,9 +6,13 @@
 //   npx tsc -p tsconfig.json
 //   node dist/bench/unit-memory.js --docs 1000,10000 --tokens 200 [--rho /work/main/bin/rho] [--entropy]
 //
-// For each document count D: a JSONL shard of D documents of about T tokens each (fixture text, cycled), one
+// For each document count D: a JSONL shard of D documents of fixture text (cycled; see --tokens below), one
 // unit (--unit-docs D), scored with /usr/bin/time -v; prints D, tokens, wall seconds, max RSS (MB), data file
-// bytes and row groups.
+// bytes and row groups. NODE_OPTIONS (e.g. --max-old-space-size=64) is passed on to rho.
+//
+// Run for README (2-core dev machine): the command above with --docs 1000,10000 --tokens 200, once with
+// --rho /work/main/bin/rho (before) and once on this branch (after); then both again with
+// NODE_OPTIONS=--max-old-space-size=64.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +29,8 @@ const tokensPerDoc = Number(arg('tokens', '200'));
 const rho = arg('rho', join(ROOT, 'bin', 'rho'));
 const entropy = process.argv.includes('--entropy');
 
-// Fixture text as a word pool; the fixture tokenizer makes about 1.3 tokens per word of it.
+// Fixture text as a word pool, T/1.3 words per document. The fixture tokenizer makes more tokens of it than
+// that ratio assumes: --tokens 200 gives documents of ~352 tokens (the tokens column says what was scored).
 const words = readFileSync(join(ROOT, 'fixtures', 'shards', 'clean.jsonl'), 'utf8').split('\n').filter(Boolean)
   .flatMap((l) => (JSON.parse(l) as { text: string }).text.split(/\s+/)).filter(Boolean);
 const wordsPerDoc = Math.max(1, Math.round(tokensPerDoc / 1.3));
