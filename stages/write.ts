@@ -361,10 +361,14 @@ class ParquetSink {
   async finish(kv: Map<string, string>): Promise<Uint8Array[]> {
     this.ctrl.close();
     await this.pumped;
-    // The footer is in the last piece written after close (arrow-rs writes it in one piece, with the last row group).
-    const last = this.ready.pop();
-    if (!last) throw new Error('internal: the Parquet stream wrote no footer');
-    return [...this.ready.splice(0), setParquetKeyValueMetadata(new Uint8Array(last), kv)];
+    // Everything written since the last take() (the last row group and the footer, which is written only on
+    // close, so it lies wholly in these pieces): one tail whose footer metadata is made final.
+    const rest = this.ready.splice(0);
+    if (rest.length === 0) throw new Error('internal: the Parquet stream wrote no footer');
+    const tail = new Uint8Array(rest.reduce((a, b) => a + b.length, 0));
+    let at = 0;
+    for (const p of rest) { tail.set(p, at); at += p.length; }
+    return [setParquetKeyValueMetadata(tail, kv)];
   }
 
   async abort(): Promise<void> {
