@@ -314,7 +314,7 @@ function rowBytes(fields: readonly Field[], doc: ScoredDocument): number {
 /**
  * One Parquet file fed row group by row group (parquet-wasm's transformParquetStream: one record batch in,
  * one row group flushed; measured: its bytes come out per row group, not at the end). The footer comes out
- * on close, in the last piece: finish() makes its key-value metadata final (the unit's row count) and sorted.
+ * only on close: finish() makes its key-value metadata final (the unit's row count) and sorted.
  */
 class ParquetSink {
   private ctrl!: ReadableStreamDefaultController<pq.RecordBatch>;
@@ -351,7 +351,7 @@ class ParquetSink {
     if (this.failed) throw this.failed as Error;
   }
 
-  /** The bytes encoded so far (all but the held-back last piece). */
+  /** The bytes encoded so far (row groups: nothing before close is footer). */
   take(): Uint8Array[] {
     if (this.failed) throw this.failed as Error;
     return this.ready.splice(0);
