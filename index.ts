@@ -15,10 +15,10 @@ export { ConfigError, RejectRatioError, RunError, EXIT, exitCodeOf } from './sch
 export { COL, META, SCHEMA_VERSION, IGNORE_INDEX, logprobColumn, entropyColumn, lossMeanColumn, scoreSchema, isUnscoredPosition } from './schemas/contract.js';
 export { LAYOUT, shardKey, unitName, dataPath, type CompletionRecord } from './schemas/layout.js';
 export type { Manifest, ShardAccount } from './schemas/manifest.js';
-export type { OutputStore } from './schemas/store.js';
+export type { OutputStore, StoreWriter } from './schemas/store.js';
 export type {
   Document, SourceDocument, DocumentSource, ReadItem, Rejected, TokenizedDocument, WindowSpec, Window, WindowedDocument, Batch,
-  ModelBatchScores, ScoredDocument, UnitRef, Flow, BatchFlow, ScoredBatchFlow, UnitRecords, EncodedUnit, StageStats,
+  ModelBatchScores, ScoredDocument, UnitRef, Flow, BatchFlow, ScoredBatchFlow, UnitRecords, EncodedUnit, OrderedFlow, EncodedFlow, StageStats,
 } from './schemas/types.js';
 
 // ---- stages: one contract, composable ----
@@ -30,7 +30,7 @@ export { planWindows, validateWindowSpec, windowStage } from './stages/window.js
 export { planBatches, buildBatch, WindowPool, batchStage, type BatchPlan } from './stages/batch.js';
 export { OnnxScorer, scoreStage, alignScores, type Scorer, type ScorerOptions } from './stages/score.js';
 export { assembleStage } from './stages/assemble.js';
-export { writeStage, encodeUnit, scoredTable, encodeTable, decodeTable, type OutputFormat, type WriteStageOptions } from './stages/write.js';
+export { writeStage, streamWriteStage, encodeUnit, scoredTable, encodeTable, decodeTable, type OutputFormat, type WriteStageOptions } from './stages/write.js';
 export { prepareModel, type PreparedModel, type PrepareOptions } from './model/prepare.js';
 
 // ---- the executor and storage ----

@@ -1,6 +1,18 @@
 // What the pipeline needs from storage, as an interface below everything that uses it: the executor and the
 // jobs write through it; pipeline/io implements it for local disk (LocalStore) and S3 (S3Store).
 
+/**
+ * A file written piece by piece (a unit's data file as its row groups fill): invisible under any final name
+ * until close() moves it, whole, to one; abort() leaves nothing behind. Its temporary name is the base given
+ * to createWriter plus `.<pid>.<random>.tmp` (so interrupt and crash clean-up know it).
+ */
+export interface StoreWriter {
+  write(bytes: Uint8Array): Promise<void>;
+  /** Finish the file and make it appear at `rel` whole (local: fsync + rename; S3: complete the upload, copy). */
+  close(rel: string): Promise<void>;
+  abort(): Promise<void>;
+}
+
 export interface OutputStore {
   /** Human-readable root (path or URI) for messages. */
   readonly root: string;
@@ -17,6 +29,8 @@ export interface OutputStore {
    * server-side copy (the new key appears whole) and a delete of the old one.
    */
   rename(from: string, to: string): Promise<boolean>;
+  /** Start a file written in pieces (memory bounded by one piece, or one multipart part on S3). */
+  createWriter(base: string): Promise<StoreWriter>;
   /** Check the store can be written at all, before any work (a clear error instead of a late failure). */
   checkWritable(): Promise<void>;
 }

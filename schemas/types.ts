@@ -156,6 +156,22 @@ export interface EncodedUnit {
   scoredTokens: number;
 }
 
+/**
+ * Out of the ordering stage (the executor's `ordered()`): each unit's records in row order, each passed on as
+ * soon as every earlier row of its unit has been, then the unit's `end`; `abandon` when the unit's input could
+ * not be read to its end (whatever was passed on for it must be dropped).
+ */
+export type OrderedFlow<D> = Flow<D> | { kind: 'abandon'; unit: UnitRef };
+
+/**
+ * Out of the streaming writer: the bytes of each unit's data file, in order, as its row groups fill (`data`);
+ * then `unit` with its counts once the file is finished (its footer was the last `data`); or `abandon`.
+ */
+export type EncodedFlow =
+  | { kind: 'data'; unit: UnitRef; /** Path of the data file relative to the output root. */ file: string; bytes: Uint8Array }
+  | ({ kind: 'unit' } & Omit<EncodedUnit, 'bytes'>)
+  | { kind: 'abandon'; unit: UnitRef };
+
 /** Per-stage counters and time, in the summary and manifest.json (`run.stages`). */
 export interface StageStats {
   name: string;

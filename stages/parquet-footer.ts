@@ -107,3 +107,76 @@ export function sortParquetKeyValueMetadata(file: Uint8Array): Uint8Array {
   });
   return file;
 }
+
+function varintBytes(v: number): number[] {
+  const out: number[] = [];
+  while (v >= 0x80) { out.push((v & 0x7f) | 0x80); v = Math.floor(v / 128); }
+  out.push(v);
+  return out;
+}
+
+/** One KeyValue struct in Thrift compact encoding, as arrow-rs writes it: key (field 1), value (field 2), stop. */
+function encodeKeyValue(key: string, value: string): Uint8Array {
+  const k = new TextEncoder().encode(key);
+  const v = new TextEncoder().encode(value);
+  return Uint8Array.from([0x18, ...varintBytes(k.length), ...k, 0x18, ...varintBytes(v.length), ...v, T.STOP]);
+}
+
+/**
+ * The end of a Parquet file written before its key-value metadata was final (a unit streamed row group by row
+ * group: its row count is known only at the end): replace the values of the keys in `kv` (adding missing
+ * ones), keep the other pairs (ARROW:schema) as written, sort the list by key and fix the footer length.
+ * `tail` must hold the whole footer; the bytes before it are returned unchanged. The result equals what the
+ * writer would have produced had it been given `kv` from the start (then sorted).
+ */
+export function setParquetKeyValueMetadata(tail: Uint8Array, kv: Map<string, string>): Uint8Array {
+  const n = tail.length;
+  const dv = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
+  if (n < 12 || dv.getUint32(n - 4, true) !== MAGIC) throw new Error('not a Parquet file (no PAR1 footer)');
+  const footerLen = dv.getUint32(n - 8, true);
+  const start = n - 8 - footerLen;
+  if (start < 0) throw new Error(`internal: Parquet footer (${footerLen} bytes) longer than the held-back tail (${n} bytes)`);
+  const c = new Cursor(tail, start);
+  let listFrom = -1;
+  let listTo = -1;
+  const elems: { key: string; bytes: Uint8Array }[] = [];
+  skipStruct(c, (id, type) => {
+    if (id !== 5 || type !== T.LIST) return false;
+    listFrom = c.pos;
+    const h = c.byte();
+    let count = h >> 4;
+    if (count === 15) count = c.varint();
+    for (let i = 0; i < count; i++) {
+      const from = c.pos;
+      let key = '';
+      skipStruct(c, (fid, ftype) => {
+        if (fid !== 1 || ftype !== T.BINARY) return false;
+        const len = c.varint();
+        key = new TextDecoder().decode(tail.subarray(c.pos, c.pos + len));
+        c.skip(len);
+        return true;
+      });
+      elems.push({ key, bytes: tail.slice(from, c.pos) });
+    }
+    listTo = c.pos;
+    return true;
+  });
+  // Field 5 must already be there (the writer got provisional values of the same keys).
+  if (listFrom < 0) throw new Error('internal: the streamed Parquet footer has no key-value metadata to replace');
+  const kept = elems.filter((e) => !kv.has(e.key));
+  const all = [...kept, ...[...kv].map(([key, value]) => ({ key, bytes: encodeKeyValue(key, value) }))];
+  all.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const header = all.length < 15 ? [(all.length << 4) | T.STRUCT] : [0xf0 | T.STRUCT, ...varintBytes(all.length)];
+  const list = [Uint8Array.from(header), ...all.map((e) => e.bytes)];
+  const listBytes = list.reduce((a, b) => a + b.length, 0);
+  const newFooterLen = footerLen - (listTo - listFrom) + listBytes;
+  const out = new Uint8Array(start + newFooterLen + 8);
+  out.set(tail.subarray(0, listFrom), 0);
+  let at = listFrom;
+  for (const b of list) { out.set(b, at); at += b.length; }
+  out.set(tail.subarray(listTo, n - 8), at);
+  const odv = new DataView(out.buffer);
+  odv.setUint32(out.length - 8, newFooterLen, true);
+  odv.setUint32(out.length - 4, MAGIC, true);
+  return out;
+}

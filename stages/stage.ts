@@ -44,7 +44,8 @@ function measure(item: unknown): { docs: number; tokens: number; reject: boolean
     for (const r of it.records) if (r.kind === 'doc') { docs++; tokens += r.doc?.tokenIds?.length ?? 0; }
     return { docs, tokens, reject: false };
   }
-  if (it?.bytes instanceof Uint8Array && typeof it.scored === 'number') return { docs: it.scored, tokens: it.tokens ?? 0, reject: false };
+  // A unit written (EncodedUnit, or the streaming writer's `unit` item) counts the documents it wrote.
+  if ((it?.bytes instanceof Uint8Array || it?.kind === 'unit') && typeof it.scored === 'number') return { docs: it.scored, tokens: it.tokens ?? 0, reject: false };
   if (it?.kind === 'reject') return { docs: 0, tokens: 0, reject: true };
   if ((it?.kind === 'batch' || it?.kind === 'scored') && it.batch?.lengths) {
     let t = 0;

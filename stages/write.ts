@@ -6,10 +6,10 @@ import {
   Table, RecordBatch, Struct, Field, Float16, Float32, Float64, Int32, Int64, Utf8, List, makeData, tableToIPC, tableFromIPC, vectorFromArray, Schema, DataType, type Data,
 } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
-import { scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
+import { COL, scoreSchema, isUnscoredPosition } from '../schemas/contract.js';
 import { bfloat16Round, float16Bits, type ScoreDtype } from '../schemas/score-dtype.js';
-import { sortParquetKeyValueMetadata } from './parquet-footer.js';
-import type { EncodedUnit, Rejected, ScoredDocument, UnitRecords, UnitRef, WindowSpec } from '../schemas/types.js';
+import { setParquetKeyValueMetadata, sortParquetKeyValueMetadata } from './parquet-footer.js';
+import type { EncodedFlow, EncodedUnit, OrderedFlow, Rejected, ScoredDocument, UnitRecords, UnitRef, WindowSpec } from '../schemas/types.js';
 import { dataPath } from '../schemas/layout.js';
 import { stage, type Stage } from './stage.js';
 
@@ -175,7 +175,7 @@ export const ROW_GROUP_BYTES = 64 << 20;
  *   save 2-10%, at 19 5-16%, measured on fixture files);
  * - row groups cut by rows and by uncompressed bytes (cutRowGroups).
  */
-function writerProperties(table: Table, kv: Map<string, string>): pq.WriterProperties {
+function writerProperties(fields: readonly Field[], kv: Map<string, string>): pq.WriterProperties {
   let b = new pq.WriterPropertiesBuilder()
     .setCompression(pq.Compression.ZSTD)
     .setDictionaryEnabled(false)
@@ -183,7 +183,7 @@ function writerProperties(table: Table, kv: Map<string, string>): pq.WriterPrope
     // Every record batch we hand over is one row group (cutRowGroups sized them): flush after each.
     .setMaxRowGroupBytes(1)
     .setKeyValueMetadata(kv);
-  for (const f of table.schema.fields) {
+  for (const f of fields) {
     if (DataType.isFloat(f.type) && (f.type.precision === 1 || f.type.precision === 2)) b = b.setColumnEncoding(f.name, pq.Encoding.BYTE_STREAM_SPLIT);
   }
   return b.build();
@@ -237,7 +237,7 @@ export function cutRowGroups(table: Table, maxBytes = ROW_GROUP_BYTES, maxRows =
 export function encodeTable(table: Table, format: OutputFormat, opts: { rowGroupBytes?: number } = {}): Uint8Array {
   if (format === 'arrow') return tableToIPC(table, 'file');
   const kv = new Map<string, string>(table.schema.metadata);
-  const props = writerProperties(table, kv);
+  const props = writerProperties(table.schema.fields, kv);
   const schema = new Schema(table.schema.fields);
   const bare = new Table(schema, cutRowGroups(table, opts.rowGroupBytes).map((b) => new RecordBatch(schema, b.data)));
   const wasmTable = pq.Table.fromIPCStream(tableToIPC(bare, 'stream'));
@@ -296,4 +296,165 @@ export function encodeUnit(u: UnitRecords<ScoredDocument>, opts: WriteStageOptio
     unit: u.unit, file: dataPath(u.unit, opts.format, opts.hive), bytes, records: u.records.length, scored: scored.length,
     rejects, tokens, scoredTokens,
   };
+}
+
+// ---- streaming: a unit's file written as its row groups fill ----
+
+/** Uncompressed bytes of one document's row, by the rule of cutRowGroups (same fields, same order, same sums). */
+function rowBytes(fields: readonly Field[], doc: ScoredDocument): number {
+  let b = 0;
+  for (const f of fields) {
+    if (DataType.isList(f.type)) b += doc.tokenIds.length * (valueBytes(f.type.children[0].type) + 0.25);
+    else if (DataType.isUtf8(f.type)) b += Buffer.byteLength(f.name === COL.source ? doc.source : doc.id, 'utf8') + 4;
+    else b += valueBytes(f.type);
+  }
+  return b;
+}
+
+/**
+ * One Parquet file fed row group by row group (parquet-wasm's transformParquetStream: one record batch in,
+ * one row group flushed; measured: its bytes come out per row group, not at the end). The footer comes out
+ * only on close: finish() makes its key-value metadata final (the unit's row count) and sorted.
+ */
+class ParquetSink {
+  private ctrl!: ReadableStreamDefaultController<pq.RecordBatch>;
+  private readonly ready: Uint8Array[] = [];
+  private failed: unknown = null;
+  private readonly pumped: Promise<void>;
+  /** The encoder asked for the next batch (it has written the previous row group). */
+  private asked = false;
+  private onAsk: (() => void) | null = null;
+
+  constructor(fields: readonly Field[], kv: Map<string, string>) {
+    const ask = () => { this.asked = true; const f = this.onAsk; this.onAsk = null; f?.(); };
+    const src = new ReadableStream<pq.RecordBatch>({ start: (c) => { this.ctrl = c; }, pull: ask }, { highWaterMark: 0 });
+    this.pumped = (async () => {
+      const out = (await pq.transformParquetStream(src, writerProperties(fields, kv))) as ReadableStream<Uint8Array>;
+      // Until close() every piece is a row group (the footer is written on close), so none is held back.
+      for await (const chunk of out as unknown as AsyncIterable<Uint8Array>) this.ready.push(chunk);
+    })();
+    this.pumped.catch((e) => { this.failed = e; ask(); });
+  }
+
+  /** Hand over one row group (a table of one batch, the contract's schema without metadata), once the encoder is ready for it. */
+  async push(group: Table): Promise<void> {
+    if (this.failed) throw this.failed as Error;
+    const wt = pq.Table.fromIPCStream(tableToIPC(group, 'stream'));
+    const rb = wt.recordBatch(0);
+    wt.free();
+    if (!rb) throw new Error('internal: a row group without its record batch');
+    this.asked = false;
+    this.ctrl.enqueue(rb);
+    // Wait until the encoder asks for the next batch: it has written this row group (one group in flight at most).
+    if (!this.asked) await new Promise<void>((resolve) => { this.onAsk = resolve; });
+    await new Promise<void>((resolve) => setImmediate(resolve)); // let the pump take the group's bytes
+    if (this.failed) throw this.failed as Error;
+  }
+
+  /** The bytes encoded so far (row groups: nothing before close is footer). */
+  take(): Uint8Array[] {
+    if (this.failed) throw this.failed as Error;
+    return this.ready.splice(0);
+  }
+
+  /** Close the file: the remaining bytes, the footer's metadata set to `kv` (sorted). */
+  async finish(kv: Map<string, string>): Promise<Uint8Array[]> {
+    this.ctrl.close();
+    await this.pumped;
+    // Everything written since the last take() (the last row group and the footer, which is written only on
+    // close, so it lies wholly in these pieces): one tail whose footer metadata is made final.
+    const rest = this.ready.splice(0);
+    if (rest.length === 0) throw new Error('internal: the Parquet stream wrote no footer');
+    const tail = new Uint8Array(rest.reduce((a, b) => a + b.length, 0));
+    let at = 0;
+    for (const p of rest) { tail.set(p, at); at += p.length; }
+    return [setParquetKeyValueMetadata(tail, kv)];
+  }
+
+  async abort(): Promise<void> {
+    try { this.ctrl.close(); } catch { /* closed */ }
+    await this.pumped.catch(() => undefined);
+    this.ready.length = 0;
+  }
+}
+
+interface OpenUnit {
+  unit: UnitRef;
+  file: string;
+  /** The current row group's documents (Arrow: the whole unit's, written at the end). */
+  docs: ScoredDocument[];
+  groupBytes: number;
+  sink: ParquetSink | null;
+  scored: number;
+  rejects: Rejected[];
+  tokens: number;
+  scoredTokens: number;
+}
+
+/**
+ * The streaming write stage: documents of each unit in row order (the executor's ordered()) → the bytes of
+ * its data file as its row groups fill (`data`), then its counts (`unit`). Row groups are cut as cutRowGroups
+ * cuts a whole unit (at most ROW_GROUP_ROWS rows and about `rowGroupBytes` uncompressed bytes), so the file
+ * is byte-identical to encodeUnit's; what a unit holds in memory is one row group, whatever its size. A unit
+ * of one row group is encoded whole (as before). Arrow IPC files (`--format arrow`) are still built whole:
+ * their schema message, which carries the metadata with the unit's row count, comes first in the file.
+ */
+export function streamWriteStage(opts: WriteStageOptions & { rowGroupBytes?: number }): Stage<OrderedFlow<ScoredDocument>, EncodedFlow> {
+  const maxBytes = opts.rowGroupBytes ?? ROW_GROUP_BYTES;
+  const fields = scoreSchema(opts.models, { entropy: opts.entropy, scoreDtype: opts.scoreDtype, projected: opts.projected }).fields;
+  const bare = new Schema(fields);
+  const table = (docs: ScoredDocument[], meta: Map<string, string>) => scoredTable(docs, opts.models, opts.entropy, opts.spec, meta, opts.scoreDtype, opts.projected ?? new Set());
+  return stage('write', async function* (input) {
+    const units = new Map<string, OpenUnit>();
+    const flush = async (u: OpenUnit): Promise<Uint8Array[]> => {
+      // The provisional metadata (row count 0) is replaced in the footer at the end.
+      u.sink ??= new ParquetSink(fields, opts.metadata(u.unit, 0));
+      const t = table(u.docs, new Map());
+      await u.sink.push(new Table(bare, [new RecordBatch(bare, t.batches[0].data)]));
+      u.docs = [];
+      u.groupBytes = 0;
+      return u.sink.take();
+    };
+    try {
+      for await (const it of input) {
+        const name = it.unit.name;
+        let u = units.get(name);
+        if (!u) units.set(name, (u = { unit: it.unit, file: dataPath(it.unit, opts.format, opts.hive), docs: [], groupBytes: 0, sink: null, scored: 0, rejects: [], tokens: 0, scoredTokens: 0 }));
+        if (it.kind === 'abandon') {
+          units.delete(name);
+          await u.sink?.abort();
+          yield it;
+        } else if (it.kind === 'reject') u.rejects.push(it.reject);
+        else if (it.kind === 'doc') {
+          const d = it.doc;
+          u.scored++;
+          u.tokens += d.tokenIds.length;
+          const lp = d.scores.get(opts.models[0])!.logprob;
+          for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) u.scoredTokens++;
+          if (opts.format === 'parquet') {
+            const b = rowBytes(fields, d);
+            if (u.docs.length > 0 && (u.docs.length >= ROW_GROUP_ROWS || u.groupBytes + b > maxBytes)) {
+              for (const bytes of await flush(u)) yield { kind: 'data', unit: u.unit, file: u.file, bytes };
+            }
+            u.groupBytes += b;
+          }
+          u.docs.push(d);
+        } else {
+          units.delete(name);
+          const meta = opts.metadata(u.unit, it.records);
+          let pieces: Uint8Array[];
+          if (u.sink) {
+            if (u.docs.length) pieces = await flush(u);
+            else pieces = [];
+            pieces.push(...(await u.sink.finish(meta)));
+          } else pieces = [encodeTable(table(u.docs, meta), opts.format, { rowGroupBytes: maxBytes })];
+          u.docs = [];
+          for (const bytes of pieces) yield { kind: 'data', unit: u.unit, file: u.file, bytes };
+          yield { kind: 'unit', unit: u.unit, file: u.file, records: it.records, scored: u.scored, rejects: u.rejects, tokens: u.tokens, scoredTokens: u.scoredTokens };
+        }
+      }
+    } finally {
+      for (const u of units.values()) await u.sink?.abort();
+    }
+  });
 }

@@ -5,9 +5,9 @@ import { createHash } from 'node:crypto';
 import { type Dirent, createReadStream, mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { crashPoint } from '../../schemas/crashpoints.js';
-import type { OutputStore } from '../../schemas/store.js';
+import type { OutputStore, StoreWriter } from '../../schemas/store.js';
 
-export type { OutputStore };
+export type { OutputStore, StoreWriter };
 
 /** Write bytes to `path` atomically: a reader sees the old file, no file, or the whole new file. */
 export function writeFileAtomic(path: string, bytes: Uint8Array): void {
@@ -40,6 +40,48 @@ export class LocalStore implements OutputStore {
 
   async writeAtomic(rel: string, bytes: Uint8Array): Promise<void> {
     writeFileAtomic(this.abs(rel), bytes);
+  }
+
+  async createWriter(base: string): Promise<StoreWriter> {
+    // Appended to a temp file (the pid in its name: interrupts remove it), renamed whole into place on close.
+    const tmp = this.abs(`${base}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`);
+    mkdirSync(dirname(tmp), { recursive: true });
+    let fd: number | null = openSync(tmp, 'w');
+    const drop = () => {
+      if (fd !== null) { try { closeSync(fd); } catch { /* closed */ } fd = null; }
+      try { unlinkSync(tmp); } catch { /* already gone */ }
+    };
+    return {
+      write: async (bytes) => {
+        if (fd === null) throw new Error(`internal: write to ${tmp} after close`);
+        try {
+          let off = 0;
+          while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+        } catch (e) {
+          drop();
+          throw e;
+        }
+        crashPoint('write-temp');
+      },
+      close: async (rel) => {
+        if (fd === null) throw new Error(`internal: close of ${tmp} twice`);
+        const dst = this.abs(rel);
+        try {
+          fsyncSync(fd);
+          closeSync(fd);
+          fd = null;
+          mkdirSync(dirname(dst), { recursive: true });
+          renameSync(tmp, dst);
+        } catch (e) {
+          drop();
+          throw e;
+        }
+        crashPoint('write-renamed');
+        const dfd = openSync(dirname(dst), 'r');
+        try { fsyncSync(dfd); } finally { closeSync(dfd); }
+      },
+      abort: async () => drop(),
+    };
   }
 
   async createExclusive(rel: string, bytes: Uint8Array): Promise<boolean> {

@@ -14,7 +14,8 @@
 // when their writes land further apart than settleMs; the outputs are deterministic and written whole, so
 // the cost is duplicate work, never a torn or mixed file. Set `conditionalWrites: 'require'` to refuse such
 // stores instead.
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import {
   S3Client, GetObjectCommand, PutObjectCommand, CopyObjectCommand, HeadObjectCommand, DeleteObjectCommand, ListObjectsV2Command, HeadBucketCommand,
@@ -22,7 +23,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { RetryStrategyV2, RetryToken, RetryErrorInfo } from '@smithy/types';
-import type { OutputStore } from '../../schemas/store.js';
+import type { OutputStore, StoreWriter } from '../../schemas/store.js';
 import type { ShardOpener } from '../../stages/read.js';
 
 export interface S3Options {
@@ -171,6 +172,48 @@ export class S3Store implements OutputStore {
     } catch (e) {
       throw describeS3Error(e, `writing ${this.root}/${rel}`);
     }
+  }
+
+  async createWriter(base: string): Promise<StoreWriter> {
+    // A multipart upload fed as the pieces come (the SDK holds at most queueSize parts of partSize in memory;
+    // a body under one part is a single PUT). The temp object appears only when the upload completes; close()
+    // then copies it to its name (server-side) and deletes it. An upload that fails is aborted by the SDK.
+    const tmp = `${base}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    const partSize = Math.max(5 * 1024 * 1024, this.opts.partSize ?? 8 * 1024 * 1024);
+    const body = new PassThrough();
+    const upload = new Upload({ client: this.client, params: { Bucket: this.bucket, Key: this.key(tmp), Body: body }, partSize, queueSize: 2, leavePartsOnError: false });
+    const done = upload.done();
+    done.catch(() => undefined); // observed by write() and close()
+    let ended = false;
+    const abort = async () => {
+      body.destroy();
+      await upload.abort().catch(() => undefined);
+      await done.catch(() => undefined);
+      await this.remove(tmp).catch(() => undefined);
+    };
+    return {
+      write: async (bytes) => {
+        try {
+          if (!body.write(bytes)) await Promise.race([once(body, 'drain'), done]);
+        } catch (e) {
+          await abort();
+          throw describeS3Error(e, `writing ${this.root}/${tmp}`);
+        }
+      },
+      close: async (rel) => {
+        if (ended) throw new Error(`internal: close of ${tmp} twice`);
+        ended = true;
+        body.end();
+        try {
+          await done;
+        } catch (e) {
+          await abort();
+          throw describeS3Error(e, `writing ${this.root}/${tmp}`);
+        }
+        if (!(await this.rename(tmp, rel))) throw new Error(`${this.root}/${tmp}: the uploaded object vanished before it could be moved to ${rel}`);
+      },
+      abort,
+    };
   }
 
   async createExclusive(rel: string, bytes: Uint8Array): Promise<boolean> {

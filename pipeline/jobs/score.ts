@@ -11,7 +11,7 @@ import { batchStage } from '../../stages/batch.js';
 import { OnnxScorer, scoreStage, type Scorer } from '../../stages/score.js';
 import { assembleStage } from '../../stages/assemble.js';
 import { CrossTokenizerModels, PROJECTION_RULE, crossTokenizerStage, resolveModelTokenizers } from '../../stages/cross.js';
-import { writeStage, sha256, type OutputFormat } from '../../stages/write.js';
+import { streamWriteStage, sha256, type OutputFormat } from '../../stages/write.js';
 import { compose, stage, type Stage, type StageStats } from '../../stages/stage.js';
 import { prepareModel, type PreparedModel } from '../../model/prepare.js';
 import { META, MODEL_NAME_PATTERN, SCHEMA_VERSION, provenanceViews, resolvedPath } from '../../schemas/contract.js';
@@ -24,7 +24,7 @@ import { crashPoint } from '../../schemas/crashpoints.js';
 import { RHO_VERSION } from '../../schemas/version.js';
 import type { OutputStore } from '../../schemas/store.js';
 import type { Manifest } from '../../schemas/manifest.js';
-import type { Document, DocumentSource, Flow, ScoredDocument, TokenizedDocument, UnitRecords, UnitRef, WindowSpec, WindowedDocument } from '../../schemas/types.js';
+import type { Document, DocumentSource, Flow, OrderedFlow, ScoredDocument, TokenizedDocument, UnitRef, WindowSpec, WindowedDocument } from '../../schemas/types.js';
 import { resolveInputs, type InputShard } from '../io/inputs.js';
 import { openOutputStore, openerFor, countingOpener } from '../io/open.js';
 import { fileSha256 } from '../io/local.js';
@@ -226,7 +226,10 @@ async function checkInputsAgainstRecords(cfg: ScoreConfig, plan: ScorePlan): Pro
   });
 }
 
-/** The stages of `rho score`, in order; the executor's gather sits between assembly and writing. */
+/**
+ * The stages of `rho score`, in order; the executor's ordering stage sits between assembly and writing, and
+ * the writer streams each unit's file as its row groups fill (no unit is held whole).
+ */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], cross: CrossTokenizerModels | null, executor: Executor): Stage<any, any>[] {
   const models = plan.models;
@@ -252,9 +255,9 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], cross
     ...primaryStages,
     assembleStage({ models: primary, entropy: cfg.entropy }),
     ...(cross ? [crossTokenizerStage(cross)] : []),
-    executor.gather<ScoredDocument>(),
+    executor.ordered<ScoredDocument>(),
     ...(process.env.RHO_TEST_PERTURB_SCORES === '1' ? [perturbStage(models)] : []),
-    writeStage({ models, entropy: cfg.entropy, scoreDtype: cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata, projected: new Set(plan.modelTokenizers.keys()) }),
+    streamWriteStage({ models, entropy: cfg.entropy, scoreDtype: cfg.scoreDtype ?? DEFAULT_SCORE_DTYPE, spec: plan.spec, format: cfg.format, hive: cfg.partitionBy === 'shard', metadata, projected: new Set(plan.modelTokenizers.keys()) }),
   ];
 }
 
@@ -262,17 +265,16 @@ function scoreStages(cfg: ScoreConfig, plan: ScorePlan, scorers: Scorer[], cross
  * Test only (RHO_TEST_PERTURB_SCORES=1): every runner writes different bytes, as GPU kernels chosen by batch
  * shape do, so the tests can show that exactly-once does not rest on determinism. Scores move by < 1e-6 nats.
  */
-function perturbStage(models: string[]): Stage<UnitRecords<ScoredDocument>, UnitRecords<ScoredDocument>> {
+function perturbStage(models: string[]): Stage<OrderedFlow<ScoredDocument>, OrderedFlow<ScoredDocument>> {
   return stage('perturb', async function* (input) {
-    for await (const u of input) {
-      for (const r of u.records) {
-        if (r.kind !== 'doc') continue;
+    for await (const it of input) {
+      if (it.kind === 'doc') {
         for (const m of models) {
-          const lp = r.doc.scores.get(m)!.logprob;
+          const lp = it.doc.scores.get(m)!.logprob;
           for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) lp[i] -= Math.random() * 1e-6;
         }
       }
-      yield u;
+      yield it;
     }
   });
 }

@@ -1,10 +1,11 @@
 // Committing a unit exactly once, without assuming that two runners of one unit write the same bytes (a GPU
 // does not: kernels depend on batch shape). Protocol:
 //
-// 1. Stage: the data file is written under `_rho/staged/<unit>.<sha16>.<format>.staged`, named by its own
+// 1. Stage: the data file is written (streamed as its row groups fill, or whole) under `_rho/staged/<unit>.<sha16>.<format>.staged`, named by its own
 //    content hash, so runners with different bytes never share a staged file, and invisible to
 //    `read_parquet('DIR/**/*.parquet')` (the name does not end in .parquet). Rejects (a function of the
-//    input bytes alone) are written to their fixed path.
+//    input bytes alone) are written to their fixed path. A streamed file is written under a temp name and
+//    renamed to its staged name only once it is complete and hashed: a half-written file is never vouched for.
 // 2. Fence: a runner whose claim lease has run out (it was paused, another runner may have taken over)
 //    stops here and deletes its staged file.
 // 3. Decide: the completion record (which names the data file and its sha256) is created exclusively
@@ -31,7 +32,9 @@ const STAGED_NAME = /^_rho\/staged\/(.+)\.([0-9a-f]{16})\.(parquet|arrow)\.stage
 export interface UnitOutput {
   /** The data file's path (relative to the output root) once published. */
   file: string;
-  bytes: Uint8Array;
+  /** The data file's bytes, staged here; or, streamed, the file already staged at `staged.path`. */
+  bytes?: Uint8Array;
+  staged?: { path: string; sha256: string; bytes: number };
   /** The rejects file (a function of the input bytes alone, so the same for every runner). */
   rejects: { file: string; bytes: Uint8Array } | null;
   /** The record's counts; file, bytes, sha256 and rejects_file are filled in here. */
@@ -47,9 +50,19 @@ export type CommitResult = { won: true; record: CompletionRecord } | { won: fals
 export async function commitUnit(store: OutputStore, out: UnitOutput, stillOwned: () => boolean): Promise<CommitResult> {
   const r = out.record;
   const file = out.file;
-  const sha = sha256(out.bytes);
-  const staged = stagedPath(r.unit, sha, file.endsWith('.arrow') ? 'arrow' : 'parquet');
-  await store.writeAtomic(staged, out.bytes);
+  let sha: string;
+  let size: number;
+  let staged: string;
+  if (out.staged) {
+    // Streamed: complete, hashed and renamed to its staged name by the caller, which owns it until published.
+    ({ path: staged, sha256: sha, bytes: size } = out.staged);
+  } else {
+    if (!out.bytes) throw new Error('internal: a unit output needs bytes or a staged file');
+    sha = sha256(out.bytes);
+    size = out.bytes.length;
+    staged = stagedPath(r.unit, sha, file.endsWith('.arrow') ? 'arrow' : 'parquet');
+    await store.writeAtomic(staged, out.bytes);
+  }
   crashPoint('unit-data-written');
   if (out.rejects) {
     await store.writeAtomic(out.rejects.file, out.rejects.bytes);
@@ -59,10 +72,11 @@ export async function commitUnit(store: OutputStore, out: UnitOutput, stillOwned
   const record: CompletionRecord = {
     unit: r.unit, source: r.source, part: r.part, first_row: r.first_row,
     docs_in: r.docs_in, scored: r.scored, rejected: r.rejected, tokens: r.tokens, scored_tokens: r.scored_tokens,
-    file, bytes: out.bytes.length, sha256: sha, rejects_file: out.rejects?.file ?? null, config_sha256: r.config_sha256,
+    file, bytes: size, sha256: sha, rejects_file: out.rejects?.file ?? null, config_sha256: r.config_sha256,
   };
   if (!stillOwned()) {
-    await store.remove(staged);
+    // A streamed file stays for the caller (it may claim the unit again and commit it); bytes can be re-staged.
+    if (!out.staged) await store.remove(staged);
     return { won: false, record: null, why: 'lease-lost' };
   }
   const done = `${LAYOUT.doneDir}/${r.unit}.json`;
@@ -74,14 +88,23 @@ export async function commitUnit(store: OutputStore, out: UnitOutput, stillOwned
     return { won: false, record: winner, why: 'lost-race' };
   }
   crashPoint('unit-record-written');
-  await publish(store, staged, file, out.bytes);
+  await publish(store, staged, out, done);
   crashPoint('unit-published');
   return { won: true, record };
 }
 
-/** Move the staged file into place; if it is gone (a recovering runner moved it already), write the bytes held in memory. */
-async function publish(store: OutputStore, staged: string, file: string, bytes: Uint8Array): Promise<void> {
-  if (!(await store.rename(staged, file))) await store.writeAtomic(file, bytes);
+/**
+ * Move the staged file into place. If it is gone, a recovering runner moved it already (it publishes only the
+ * file its record names); with the bytes in memory they are written again. A streamed file that is neither
+ * staged nor published was deleted (its runner's lease had run out): the record is withdrawn, so that the
+ * unit is not done and a rerun scores it again, and the run fails.
+ */
+async function publish(store: OutputStore, staged: string, out: UnitOutput, record: string): Promise<void> {
+  if (await store.rename(staged, out.file)) return;
+  if (out.bytes) return store.writeAtomic(out.file, out.bytes);
+  if (await store.exists(out.file)) return;
+  await store.remove(record);
+  throw new Error(`unit ${out.record.unit}: its staged data file ${staged} vanished before it was published (its claim lease had run out?); its completion record was withdrawn: rerun to score the unit again`);
 }
 
 /**

@@ -1,13 +1,16 @@
 // The executor (datatrove's executor/step split): everything about *which* work a runner does and how it is
 // made durable, apart from the stages that do it. It cuts inputs into work units, skips units already done
 // (resume), owned by other ranks, or claimed by other live runners; feeds the records of its own units to the
-// stages; gathers each unit back whole; commits it exactly once (commit.ts: staged data, exclusive completion
-// record, publish) and releases its claim; keeps the accounting, the progress line, the rank's summary and,
+// stages; puts each unit's records back in row order (ordered(): as soon as every earlier row has come, so a
+// unit is never held whole) or gathers it whole (gather()); streams each unit's data file into its staged file
+// as the writer encodes it; commits it exactly once (commit.ts: staged data, exclusive completion record,
+// publish) and releases its claim; keeps the accounting, the progress line, the rank's summary and,
 // for the last rank to finish, the manifest.
 import { rejectsPath, unitName } from '../../schemas/layout.js';
 import type { CompletionRecord } from '../../schemas/layout.js';
-import type { OutputStore } from '../../schemas/store.js';
-import type { Document, EncodedUnit, Flow, ReadItem, UnitRecords, UnitRef } from '../../schemas/types.js';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
+import type { OutputStore, StoreWriter } from '../../schemas/store.js';
+import type { Document, EncodedFlow, EncodedUnit, Flow, OrderedFlow, ReadItem, UnitRecords, UnitRef } from '../../schemas/types.js';
 import type { Manifest } from '../../schemas/manifest.js';
 import { crashPoint } from '../../schemas/crashpoints.js';
 import { stage, type Stage } from '../../stages/stage.js';
@@ -16,7 +19,7 @@ import { ownerOf } from './rank.js';
 import { Progress } from './progress.js';
 import { manifestOf, writeDirManifest } from './manifest.js';
 import { ensureRunInfo, readRecords } from './records.js';
-import { commitUnit } from './commit.js';
+import { commitUnit, stagedPath, type UnitOutput } from './commit.js';
 import { rankStart, rankEnd } from './rank-books.js';
 import { InputReadError } from '../../stages/read.js';
 import { onInterrupt } from './interrupt.js';
@@ -77,6 +80,8 @@ export class Executor {
   /** Inputs whose bytes could not be read (transport): their open units are abandoned, the run exits 1. */
   readonly unreadable: InputReadError[] = [];
   private readonly abandoned = new Set<string>();
+  /** Per open unit, its rows in the order they entered the stages (read order): what ordered() releases by. */
+  private readonly entered = new Map<string, number[]>();
   /** Parts passed over because another live runner held them, by input source: looked at again at the end. */
   private readonly claimedElsewhere = new Map<string, Set<number>>();
   /** `done` lists every done unit of this rank (from a listing), or only those of its summary (then check the rest). */
@@ -114,15 +119,50 @@ export class Executor {
    * each is committed as it comes. On failure every held claim is released, marked failed. Returns the seconds
    * until the last unit was committed.
    */
-  async execute(build: (source: AsyncIterable<Flow<Document>>) => AsyncIterable<EncodedUnit>): Promise<number> {
+  async execute(build: (source: AsyncIterable<Flow<Document>>) => AsyncIterable<EncodedUnit | EncodedFlow>): Promise<number> {
+    // Data files being streamed, by unit: their temp files are removed if the run fails or is interrupted.
+    const open = new Map<string, { writer: StoreWriter; hash: Hash; bytes: number }>();
+    const abortAll = async () => {
+      const all = [...open.values()];
+      open.clear();
+      await Promise.all(all.map((o) => o.writer.abort().catch(() => undefined)));
+    };
     // Interrupted (SIGINT/SIGTERM): held claims are released as failed, so any runner may take them over now.
-    const off = onInterrupt((signal) => this.claims.releaseAll(`interrupted by ${signal}`));
+    const off = onInterrupt(async (signal) => { await abortAll(); await this.claims.releaseAll(`interrupted by ${signal}`); });
     try {
-      for await (const unit of build(this.source())) await this.commit(unit);
+      for await (const item of build(this.source())) {
+        if (!('kind' in item)) { await this.commit(item); continue; }
+        const name = item.unit.name;
+        if (item.kind === 'data') {
+          let o = open.get(name);
+          if (!o) {
+            const format = item.file.endsWith('.arrow') ? 'arrow' : 'parquet';
+            // Temp name under the staged dir (recoverStaged removes a crashed runner's once its claim is dead).
+            const writer = await this.opts.store.createWriter(stagedPath(name, randomBytes(8).toString('hex'), format));
+            open.set(name, (o = { writer, hash: createHash('sha256'), bytes: 0 }));
+          }
+          o.hash.update(item.bytes);
+          o.bytes += item.bytes.length;
+          await o.writer.write(item.bytes);
+        } else if (item.kind === 'abandon') {
+          await open.get(name)?.writer.abort();
+          open.delete(name);
+        } else {
+          const o = open.get(name);
+          if (!o) throw new Error(`internal: unit ${name} finished without data`);
+          open.delete(name);
+          // Complete and hashed: only now does it get its staged name (and can a record vouch for it).
+          const sha = o.hash.digest('hex');
+          const path = stagedPath(name, sha, item.file.endsWith('.arrow') ? 'arrow' : 'parquet');
+          await o.writer.close(path);
+          await this.commit(item, { path, sha256: sha, bytes: o.bytes });
+        }
+      }
       // Claims of abandoned units are released (failed, with the reason) so that any runner may redo them.
       if (this.unreadable.length) await this.claims.releaseAll(this.unreadable.map((e) => e.message).join('; '));
       return this.progress.elapsedSeconds();
     } catch (e) {
+      await abortAll();
       await this.claims.releaseAll((e as Error).message);
       throw e;
     } finally {
@@ -190,8 +230,10 @@ export class Executor {
         }
         open = unit;
         records = 0;
+        this.entered.set(unit.name, []);
       }
       records++;
+      this.entered.get(open.name)?.push(row);
       if (item.kind === 'reject') {
         this.rejectsRead++;
         yield { kind: 'reject', unit: open, reject: item.reject };
@@ -201,7 +243,10 @@ export class Executor {
       if (!(e instanceof InputReadError)) throw e;
       // The bytes could not be read (network, S3 after its retries, EIO): not the data's fault, so no reject
       // and no record. The open unit is abandoned (gather drops it), other inputs go on, the run exits 1.
-      if (open) this.abandoned.add(open.name);
+      if (open) {
+        this.abandoned.add(open.name);
+        this.entered.delete(open.name);
+      }
       this.unreadable.push(e);
       process.stderr.write(`rho: ${e.message}\n`);
       return;
@@ -233,9 +278,73 @@ export class Executor {
     return true;
   }
 
+  /**
+   * The ordering stage: records of a unit, in any order, back into row order, each passed on as soon as every
+   * row of its unit that entered before it has (so what it holds is bounded by what is in flight, not by the
+   * unit), then the unit's `end`. A unit whose input could not be read to its end is dropped with `abandon`.
+   */
+  ordered<D extends { row: number }>(): Stage<Flow<D>, OrderedFlow<D>> {
+    const { abandoned, entered } = this;
+    type Rec = Extract<Flow<D>, { kind: 'doc' | 'reject' }>;
+    interface Open { unit: UnitRef; order: number[]; head: number; arrived: Map<number, Rec[]>; released: number; expected: number | null }
+    return stage('ordered', async function* (input) {
+      const units = new Map<string, Open>();
+      let abandonedSeen = 0;
+      function* dropAbandoned(): Generator<OrderedFlow<D>> {
+        if (abandoned.size === abandonedSeen) return;
+        abandonedSeen = abandoned.size;
+        for (const [name, u] of units) {
+          if (!abandoned.has(name)) continue;
+          units.delete(name);
+          yield { kind: 'abandon', unit: u.unit };
+        }
+      }
+      for await (const it of input) {
+        yield* dropAbandoned();
+        const name = it.unit.name;
+        if (abandoned.has(name)) continue;
+        let u = units.get(name);
+        if (!u) {
+          const order = entered.get(name);
+          if (!order) throw new Error(`internal: unit ${name} has no read order`);
+          units.set(name, (u = { unit: it.unit, order, head: 0, arrived: new Map(), released: 0, expected: null }));
+        }
+        if (it.kind === 'end') u.expected = it.records;
+        else {
+          const row = it.kind === 'doc' ? it.doc.row : it.reject.row;
+          const at = u.arrived.get(row);
+          if (at) at.push(it as Rec);
+          else u.arrived.set(row, [it as Rec]);
+        }
+        // Release every record whose turn has come.
+        while (u.head < u.order.length) {
+          const waiting = u.arrived.get(u.order[u.head]);
+          if (!waiting) break;
+          const r = waiting.shift()!;
+          if (waiting.length === 0) u.arrived.delete(u.order[u.head]);
+          u.head++;
+          u.released++;
+          yield r;
+        }
+        // Rows released are forgotten (the read order array is shared with the reader, which only appends).
+        if (u.head > 4096 && u.head * 2 > u.order.length) {
+          u.order.splice(0, u.head);
+          u.head = 0;
+        }
+        if (u.expected !== null && u.released === u.expected) {
+          units.delete(name);
+          entered.delete(name);
+          yield { kind: 'end', unit: u.unit, records: u.expected };
+        }
+      }
+      yield* dropAbandoned();
+      if (units.size > 0) throw new Error(`internal: units ${[...units.keys()].join(', ')} never got all their records`);
+    });
+  }
+
   /** The gather stage: records of a unit, in any order, back into one whole unit in row order. */
   gather<D extends { row: number }>(): Stage<Flow<D>, UnitRecords<D>> {
-    const abandoned = this.abandoned;
+    const { abandoned, entered } = this;
     return stage('gather', async function* (input) {
       const units = new Map<string, { unit: UnitRef; records: UnitRecords<D>['records']; expected: number | null }>();
       for await (const it of input) {
@@ -246,6 +355,7 @@ export class Executor {
         else u.records.push(it.kind === 'doc' ? { kind: 'doc', doc: it.doc } : { kind: 'reject', reject: it.reject });
         if (u.expected !== null && u.records.length === u.expected) {
           units.delete(it.unit.name);
+          entered.delete(it.unit.name);
           const rowOf = (r: UnitRecords<D>['records'][number]) => (r.kind === 'doc' ? r.doc.row : r.reject.row);
           u.records.sort((a, b) => rowOf(a) - rowOf(b));
           yield { unit: u.unit, records: u.records };
@@ -260,10 +370,10 @@ export class Executor {
    * Make a unit durable exactly once, whatever bytes other runners of it produced (commit.ts): staged data and
    * rejects, the lease fence, the exclusive completion record, then the data file published.
    */
-  async commit(e: EncodedUnit): Promise<void> {
+  async commit(e: EncodedUnit | Omit<EncodedUnit, 'bytes'>, staged?: UnitOutput['staged']): Promise<void> {
     const { store } = this.opts;
-    const output = {
-      file: e.file, bytes: e.bytes,
+    const output: UnitOutput = {
+      file: e.file, ...('bytes' in e ? { bytes: e.bytes } : { staged }),
       rejects: e.rejects.length ? { file: rejectsPath(e.unit), bytes: new TextEncoder().encode(e.rejects.map((r) => JSON.stringify(r)).join('\n') + '\n') } : null,
       record: {
         unit: e.unit.name, source: e.unit.source, part: e.unit.part, first_row: e.unit.firstRow,
@@ -276,6 +386,7 @@ export class Executor {
     if (!result.won && result.why === 'lease-lost' && (await this.claims.acquire(e.unit.name))) {
       result = await commitUnit(store, output, () => this.claims.holds(e.unit.name));
     }
+    if (!result.won && result.why === 'lease-lost' && staged) await store.remove(staged.path);
     if (!result.won) {
       // Another runner's record stands (it scored this unit too, or took it over after this lease ran out).
       await this.claims.drop(e.unit.name);

@@ -19,5 +19,6 @@ export class CountingStore implements OutputStore {
   list(prefix: string) { this.calls.push({ op: 'list', rel: prefix }); return this.inner.list(prefix); }
   remove(rel: string) { this.calls.push({ op: 'remove', rel }); return this.inner.remove(rel); }
   rename(from: string, to: string) { this.calls.push({ op: 'rename', rel: from }); return this.inner.rename(from, to); }
+  createWriter(base: string) { this.calls.push({ op: 'write', rel: base }); return this.inner.createWriter(base); }
   checkWritable() { return this.inner.checkWritable(); }
 }

@@ -83,6 +83,24 @@ withCeph('S3Store: data files over the part size go up as a multipart upload and
   t.is(createHash('sha256').update(back!).digest('hex'), createHash('sha256').update(big).digest('hex'));
 });
 
+withCeph('S3Store.createWriter: a file streamed in pieces goes up as a multipart upload, appears only at close, whole; abort leaves nothing', async (t) => {
+  const g = need(rgw);
+  const store = new S3Store('s3://rho-out/stream', { endpoint: g.endpoint, partSize: 5 * 1024 * 1024 });
+  const big = new Uint8Array(12 * 1024 * 1024 + 321);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 2654435761) >>> 24;
+  const w = await store.createWriter('_rho/staged/s/part-00000.0123456789abcdef.parquet.staged');
+  for (let at = 0; at < big.length; at += 700_000) await w.write(big.subarray(at, Math.min(at + 700_000, big.length)));
+  t.deepEqual(await store.list(''), [], 'nothing visible before close');
+  await w.close('_rho/staged/s/part-00000.final.staged');
+  t.deepEqual(await store.list(''), ['_rho/staged/s/part-00000.final.staged'], 'only the final name, no temp object');
+  const back = await store.read('_rho/staged/s/part-00000.final.staged');
+  t.is(createHash('sha256').update(back!).digest('hex'), createHash('sha256').update(big).digest('hex'));
+  const a = await store.createWriter('_rho/staged/s/part-00001.0123456789abcdef.parquet.staged');
+  await a.write(big.subarray(0, 6 * 1024 * 1024));
+  await a.abort();
+  t.deepEqual(await store.list(''), ['_rho/staged/s/part-00000.final.staged'], 'an aborted file leaves nothing');
+});
+
 withCeph('openOutputStore / openerFor pick the store by URI', async (t) => {
   const g = need(rgw);
   t.true((await openOutputStore('s3://rho-out/x', { endpoint: g.endpoint })) instanceof S3Store);
