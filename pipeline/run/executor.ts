@@ -50,7 +50,7 @@ export interface ExecutorOptions {
   configSha: string;
   progress: boolean;
   /** Live counts for the progress line (documents finished, tokens scored), read from the stages. */
-  live?: () => { docs: number; tokens: number };
+  live?: () => { docs: number; tokens: number; tokenized?: number };
 }
 
 /** This run only (units skipped because they were already done are not counted in the document counts). */
