@@ -3,11 +3,12 @@
 // every request; then, for one rank of a large world, the requests and time of its start and its end (the
 // same calls rho score makes: pipeline/rank-books.ts), of `rho status` and of `rho manifest`.
 //
-//   node dist/bench/bookkeeping-sim.js [--units 100000] [--world 1000] [--rank 3] [--delay-ms 10] [--no-summaries-pass]
+//   node dist/bench/bookkeeping-sim.js [--units 100000] [--world 1000] [--rank 3] [--delay-ms 10] [--write-concurrency 128] [--no-summaries-pass]
 //
 // Needs radosgw (apt-get install ceph-mon ceph-osd radosgw ceph-common). Prints one JSON object.
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
+import { loadavg } from 'node:os';
 import { startRadosgw } from '../test/services/radosgw.js';
 import { startFaultProxy } from '../test/services/fault-proxy.js';
 import { S3Store, s3Client } from '../pipeline/io/s3.js';
@@ -26,6 +27,8 @@ const UNITS = arg('units', 100_000);
 const WORLD = arg('world', 1000);
 const RANK = arg('rank', 3);
 const DELAY = arg('delay-ms', 10);
+/** PUTs in flight while the records are written (setup, not measured; radosgw on a small VM is the limit). */
+const WRITE_CONCURRENCY = arg('write-concurrency', 128);
 const PARTS = 10; // units per shard
 const UNIT_DOCS = 10_000;
 const WORST_CASE_PASS = !process.argv.includes("--no-summaries-pass");
@@ -33,7 +36,7 @@ const WORST_CASE_PASS = !process.argv.includes("--no-summaries-pass");
 const log = (s: string) => process.stderr.write(`[sim ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
 
 const rgw = await startRadosgw();
-const result: Record<string, unknown> = { units: UNITS, world: WORLD, rank: RANK, delay_ms: DELAY };
+const result: Record<string, unknown> = { units: UNITS, world: WORLD, rank: RANK, delay_ms: DELAY, write_concurrency: WRITE_CONCURRENCY, started_at: new Date().toISOString() };
 try {
   Object.assign(process.env, rgw.env);
   const admin = s3Client({ endpoint: rgw.endpoint });
@@ -62,7 +65,7 @@ try {
   }
   let t0 = performance.now();
   let written = 0;
-  await mapLimit(records, 64, async (r) => {
+  await mapLimit(records, WRITE_CONCURRENCY, async (r) => {
     await direct.writeAtomic(`${LAYOUT.doneDir}/${r.unit}.json`, new TextEncoder().encode(JSON.stringify(r, null, 2) + '\n'));
     if (++written % 10_000 === 0) log(`${written} records written`);
   });
@@ -97,10 +100,12 @@ try {
     await store.read(LAYOUT.config);
     if (!(await store.createExclusive(WORLD_PATH, new TextEncoder().encode(JSON.stringify({ world_size: WORLD }) + '\n')))) await store.read(WORLD_PATH);
     await ensureRunInfo(store, { provenance, inputs: shards });
-    return rankStart(store, { rank: RANK, worldSize: WORLD, configSha });
+    // The inputs' shard keys split the listing of _rho/done/ when there is no summary (as rho score passes them).
+    return rankStart(store, { rank: RANK, worldSize: WORLD, configSha, inputs: shards });
   };
   const first = await measure('rank_start_without_summary', startCalls);
   result.rank_start_records_read = first.stats.records_read;
+  result.rank_start_listed = first.stats.listed;
   if (first.done.size !== own.length) throw new Error(`rank start found ${first.done.size} done units, expected ${own.length}`);
   const last = await measure('rank_end', () => rankEnd(store, summaryOf(RANK)));
   if (!last) throw new Error('the rank should have seen every summary');
@@ -120,6 +125,7 @@ try {
     if (m2.manifest.totals.units_done !== UNITS) throw new Error(`manifest: ${m2.manifest.totals.units_done} units`);
   }
   await proxy.close();
+  result.load_average_end = loadavg();
   void summaryPath;
 } finally {
   await rgw.stop();

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { type Dirent, createReadStream, mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { crashPoint } from '../../schemas/crashpoints.js';
-import type { OutputStore } from '../../schemas/store.js';
+import { compareKeys, inKeyRange, type OutputStore } from '../../schemas/store.js';
 
 export type { OutputStore };
 
@@ -85,7 +85,22 @@ export class LocalStore implements OutputStore {
   }
 
   async list(prefix: string): Promise<string[]> {
-    const start = this.abs(prefix);
+    return this.walk(prefix, () => true).sort();
+  }
+
+  async listRange(prefix: string, after: string | null, upTo: string | null): Promise<string[]> {
+    // A folder is entered only if some path under it can fall in the range (so that the ranges of a split
+    // listing do not each walk the whole tree).
+    const mayHold = (dir: string) => {
+      const d = `${dir}/`;
+      if (upTo !== null && compareKeys(d, upTo) > 0) return false;
+      return after === null || compareKeys(d, after) >= 0 || after.startsWith(d);
+    };
+    return this.walk(prefix, mayHold).filter((rel) => inKeyRange(rel, after, upTo)).sort(compareKeys);
+  }
+
+  /** Relative paths of the files under `prefix`, entering only the folders (relative paths) `enter` accepts. */
+  private walk(prefix: string, enter: (relDir: string) => boolean): string[] {
     const out: string[] = [];
     const walk = (dir: string) => {
       let entries: Dirent[];
@@ -108,12 +123,13 @@ export class LocalStore implements OutputStore {
             throw e;
           }
         }
-        if (isDir) walk(p);
-        else out.push(relative(this.root, p));
+        if (isDir) {
+          if (enter(relative(this.root, p))) walk(p);
+        } else out.push(relative(this.root, p));
       }
     };
-    walk(start);
-    return out.sort();
+    walk(this.abs(prefix));
+    return out;
   }
 
   async remove(rel: string): Promise<void> {

@@ -12,8 +12,8 @@
 // Records are created exclusively and never rewritten, so a summary that holds a unit's record is as good
 // as the record itself; the listing of `_rho/done/` stays the authority on which units are done.
 import { createHash } from 'node:crypto';
-import type { OutputStore } from '../../schemas/store.js';
-import { LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
+import { compareKeys, type OutputStore } from '../../schemas/store.js';
+import { LAYOUT, shardKey, type CompletionRecord } from '../../schemas/layout.js';
 import { ownerOf } from './rank.js';
 import type { InputShard } from '../io/inputs.js';
 
@@ -46,10 +46,46 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const byUnit = (a: CompletionRecord, b: CompletionRecord) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0);
 
-/** Unit names of every completion record in the dir (a listing, no reads). Temp files are not records. */
-export async function listRecordUnits(store: OutputStore): Promise<string[]> {
+/** Listing requests in flight at once when a listing is split in ranges. */
+export const LIST_CONCURRENCY = 16;
+/** Ranges of a split listing: twice the requests in flight, so that one dense range does not hold up the rest. */
+export const LIST_RANGES = 2 * LIST_CONCURRENCY;
+
+/**
+ * Split points for the listing of `_rho/done/` (`_rho/done/<key>/`): up to `ranges - 1` of the given shard
+ * folders, evenly spaced by count, so that each range holds about as many shards. Units are
+ * `_rho/done/<shard key>/part-NNNNN.json`, so the shard keys of the run's inputs (which a rank knows before it
+ * reads anything) say where the records lie. Keys of other runs' inputs only unbalance the ranges; every
+ * record is still listed once.
+ */
+export function doneSplitPoints(shardKeys: Iterable<string>, ranges = LIST_RANGES): string[] {
+  const keys = [...new Set(shardKeys)].map((k) => `${LAYOUT.doneDir}/${k}/`).sort(compareKeys);
+  if (keys.length < 2 || ranges < 2) return [];
+  const n = Math.min(ranges, keys.length);
+  const points: string[] = [];
+  for (let i = 1; i < n; i++) points.push(keys[Math.floor((i * keys.length) / n)]);
+  return [...new Set(points)];
+}
+
+/**
+ * The listing of `prefix` split at `splits` into the ranges (null, s1], (s1, s2], …, (sN, null], requested
+ * `concurrency` at a time, concatenated in order (sorted, each path once). No split points: one listing.
+ */
+export async function listSplit(store: OutputStore, prefix: string, splits: readonly string[], concurrency = LIST_CONCURRENCY): Promise<string[]> {
+  const points = [...new Set(splits)].sort(compareKeys);
+  if (points.length === 0) return store.listRange(prefix, null, null);
+  const ranges = [null, ...points].map((after, i) => [after, points[i] ?? null] as const);
+  return (await mapLimit(ranges, concurrency, ([after, upTo]) => store.listRange(prefix, after, upTo))).flat();
+}
+
+/**
+ * Unit names of every completion record in the dir (a listing, no reads). Temp files are not records. With the
+ * shard keys of the run's inputs, the listing is split at them and its ranges requested in parallel
+ * (`LIST_CONCURRENCY`); without, it is one sequential listing (a page per 1,000 records).
+ */
+export async function listRecordUnits(store: OutputStore, shardKeys: Iterable<string> = []): Promise<string[]> {
   const pre = `${LAYOUT.doneDir}/`;
-  return (await store.list(LAYOUT.doneDir))
+  return (await listSplit(store, LAYOUT.doneDir, doneSplitPoints(shardKeys)))
     .filter((rel) => rel.startsWith(pre) && rel.endsWith('.json'))
     .map((rel) => rel.slice(pre.length, -'.json'.length));
 }
@@ -184,12 +220,12 @@ export interface ReadStats {
  * first run, or it died before its end) the listing of `_rho/done/`, then one GET per record of its own
  * units, in parallel (`complete: true`). Records of other ranks' units are never read.
  */
-export async function readOwnRecords(store: OutputStore, rank: number, worldSize: number): Promise<{ records: Map<string, CompletionRecord>; complete: boolean; stats: ReadStats }> {
+export async function readOwnRecords(store: OutputStore, rank: number, worldSize: number, shardKeys: Iterable<string> = []): Promise<{ records: Map<string, CompletionRecord>; complete: boolean; stats: ReadStats }> {
   const summary = await readSummary(store, worldSize, rank);
   if (summary) {
     return { records: new Map(summary.records.map((r) => [r.unit, r])), complete: false, stats: { listed: 0, summaries_read: 1, records_read: 0 } };
   }
-  const names = await listRecordUnits(store);
+  const names = await listRecordUnits(store, shardKeys);
   const own = worldSize === 1 ? names : names.filter((u) => ownerOf(u, worldSize) === rank);
   const records = new Map<string, CompletionRecord>();
   for (const r of await readRecords(store, own)) records.set(r.unit, r);
@@ -201,8 +237,17 @@ export async function readOwnRecords(store: OutputStore, rank: number, worldSize
  * ranks (in parallel), then the records no summary holds. Also the newest summary's run info path.
  */
 export async function readAllRecords(store: OutputStore): Promise<{ records: CompletionRecord[]; runFile: string | null; summaries: RankSummary[]; stats: ReadStats }> {
-  const [names, files] = await Promise.all([listRecordUnits(store), listSummaries(store)]);
-  const summaries = (await mapLimit(files, READ_CONCURRENCY, (f) => readSummary(store, f.worldSize, f.rank))).filter((s): s is RankSummary => s !== null);
+  const files = await listSummaries(store);
+  // The first summary is read ahead: its run info lists the inputs, whose shard keys split the listing of
+  // `_rho/done/` into ranges listed in parallel, while the other summaries are read.
+  const first = files.length ? readSummary(store, files[0].worldSize, files[0].rank) : Promise.resolve(null);
+  const [names, read] = await Promise.all([
+    first
+      .then((s) => (s ? readRunInfo(store, s.run_file).catch(() => null) : null))
+      .then((info) => listRecordUnits(store, (info?.inputs ?? []).map((i) => i.key ?? shardKey(i.source)))),
+    mapLimit(files, READ_CONCURRENCY, (f, i) => (i === 0 ? first : readSummary(store, f.worldSize, f.rank))),
+  ]);
+  const summaries = read.filter((s): s is RankSummary => s !== null);
   const listed = new Set(names);
   const found = new Map<string, CompletionRecord>();
   for (const s of summaries) for (const r of s.records) if (listed.has(r.unit)) found.set(r.unit, r);
