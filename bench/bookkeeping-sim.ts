@@ -12,9 +12,9 @@ import { loadavg } from 'node:os';
 import { startRadosgw } from '../test/services/radosgw.js';
 import { startFaultProxy } from '../test/services/fault-proxy.js';
 import { S3Store, s3Client } from '../pipeline/io/s3.js';
-import { LAYOUT, unitName, dataPath, type CompletionRecord } from '../schemas/layout.js';
+import { LAYOUT, unitName, dataPath, shardKey, type CompletionRecord } from '../schemas/layout.js';
 import { ownerOf, WORLD_PATH } from '../pipeline/run/rank.js';
-import { ensureRunInfo, listSummaries, mapLimit, summaryPath, writeSummary } from '../pipeline/run/records.js';
+import { ensureRunInfo, listRecordUnits, listSummaries, mapLimit, summaryPath, writeSummary } from '../pipeline/run/records.js';
 import { rankStart, rankEnd } from '../pipeline/run/rank-books.js';
 import { runStatus } from '../pipeline/launch/status.js';
 import { writeDirManifest } from '../pipeline/run/manifest.js';
@@ -81,6 +81,7 @@ try {
   // Every other rank has finished (the harder case for the last rank's check is the same listing).
   await mapLimit([...Array(WORLD).keys()].filter((r) => r !== RANK), 64, (r) => writeSummary(direct, summaryOf(r)));
   result.setup_summaries_seconds = (performance.now() - t0) / 1000;
+  result.load_average_before_measuring = loadavg();
 
   // ---- measured through the latency proxy ----
   const proxy = await startFaultProxy(rgw.endpoint, { every: Number.POSITIVE_INFINITY, delayMs: DELAY });
@@ -111,6 +112,11 @@ try {
   if (!last) throw new Error('the rank should have seen every summary');
   const again = await measure('rank_start_with_summary', startCalls);
   result.rank_restart_records_read = again.stats.records_read;
+  // The listing of _rho/done/ alone, as one sequential listing (before issue 17's split) and split at the
+  // inputs' shard keys into ranges listed 16 at a time (what a rank without summary and rho manifest do now).
+  const seq = await measure('listing_sequential', () => listRecordUnits(store));
+  const split = await measure('listing_split', () => listRecordUnits(store, shards.map((s) => shardKey(s.source))));
+  if (seq.length !== UNITS || split.length !== UNITS || split.some((u, i) => u !== seq[i])) throw new Error(`listings differ: ${seq.length} vs ${split.length}`);
   const status = await measure('status', () => runStatus(store, {}));
   if (status.units.done !== UNITS || !status.complete) throw new Error(`status: ${JSON.stringify(status.units)} complete=${status.complete}`);
   const m = await measure('manifest', () => writeDirManifest(store, { runMeta: {} }));
