@@ -3,7 +3,12 @@
 // every request; then, for one rank of a large world, the requests and time of its start and its end (the
 // same calls rho score makes: pipeline/rank-books.ts), of `rho status` and of `rho manifest`.
 //
-//   node dist/bench/bookkeeping-sim.js [--units 100000] [--world 1000] [--rank 3] [--delay-ms 10] [--write-concurrency 128] [--no-summaries-pass]
+//   node dist/bench/bookkeeping-sim.js [--units 100000] [--world 1000] [--rank 3] [--delay-ms 10] [--write-concurrency 128]
+//                                      [--input-entries N] [--no-summaries-pass]
+//
+// --input-entries N: also the reads of `_rho/inputs/<key>.json` that rho score makes before rankStart
+// (assignShardKeys, then checkChangedInputs in pipeline/io/input-checks.ts) for N inputs. The entries are
+// written without a fingerprint, so no input is fingerprinted (the inputs here do not exist).
 //
 // Needs radosgw (apt-get install ceph-mon ceph-osd radosgw ceph-common). Prints one JSON object.
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
@@ -18,6 +23,7 @@ import { ensureRunInfo, listRecordUnits, listSummaries, mapLimit, summaryPath, w
 import { rankStart, rankEnd } from '../pipeline/run/rank-books.js';
 import { runStatus } from '../pipeline/launch/status.js';
 import { writeDirManifest } from '../pipeline/run/manifest.js';
+import { assignShardKeys, checkChangedInputs, INPUTS_DIR } from '../pipeline/io/input-checks.js';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -31,6 +37,7 @@ const DELAY = arg('delay-ms', 10);
 const WRITE_CONCURRENCY = arg('write-concurrency', 128);
 const PARTS = 10; // units per shard
 const UNIT_DOCS = 10_000;
+const INPUT_ENTRIES = arg('input-entries', 0);
 const WORST_CASE_PASS = !process.argv.includes("--no-summaries-pass");
 
 const log = (s: string) => process.stderr.write(`[sim ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
@@ -122,6 +129,17 @@ try {
   const m = await measure('manifest', () => writeDirManifest(store, { runMeta: {} }));
   if (m.manifest.totals.units_done !== UNITS) throw new Error(`manifest: ${m.manifest.totals.units_done} units`);
   result.manifest_read = m.stats;
+
+  if (INPUT_ENTRIES > 0) {
+    const ins = shards.slice(0, INPUT_ENTRIES).map((s) => ({ source: s.source, location: s.source, key: shardKey(s.source) }));
+    await mapLimit(ins, WRITE_CONCURRENCY, (s) => direct.writeAtomic(`${INPUTS_DIR}/${s.key}.json`, new TextEncoder().encode(JSON.stringify({ source: s.source, location: s.location }) + '\n')));
+    result.input_entries_count = ins.length;
+    await measure('input_entries', async () => {
+      const mine = ins.map((s) => ({ ...s }));
+      await assignShardKeys(store, mine, true);
+      await checkChangedInputs(store, mine, async () => [], { rescoreChanged: false });
+    });
+  }
 
   if (WORST_CASE_PASS) {
     // The worst case: no rank left a summary (all died before their end): every record is read once.

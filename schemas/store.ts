@@ -15,9 +15,10 @@ export interface OutputStore {
    * One range of a listing split so that its parts can be requested in parallel: the relative paths under
    * `prefix` (recursive) that sort after `after` and not after `upTo` (UTF-8 byte order, S3's order), sorted.
    * null: unbounded. Ranges (null, s1], (s1, s2], …, (sN, null] together list every path exactly once.
-   * S3: ListObjectsV2 from StartAfter, stopped at the first page past `upTo`.
+   * S3: ListObjectsV2 from StartAfter, stopped at the first page past `upTo`. With `limit`: only the first
+   * `limit` of those (fewer: the range holds no more).
    */
-  listRange(prefix: string, after: string | null, upTo: string | null): Promise<string[]>;
+  listRange(prefix: string, after: string | null, upTo: string | null, limit?: number): Promise<string[]>;
   remove(rel: string): Promise<void>;
   /**
    * Move `from` to `to` (replacing `to`); false when `from` does not exist. Local: rename(2), atomic. S3: a

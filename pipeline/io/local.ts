@@ -88,7 +88,7 @@ export class LocalStore implements OutputStore {
     return this.walk(prefix, () => true).sort();
   }
 
-  async listRange(prefix: string, after: string | null, upTo: string | null): Promise<string[]> {
+  async listRange(prefix: string, after: string | null, upTo: string | null, limit?: number): Promise<string[]> {
     // A folder is entered only if some path under it can fall in the range (so that the ranges of a split
     // listing do not each walk the whole tree).
     const mayHold = (dir: string) => {
@@ -96,7 +96,8 @@ export class LocalStore implements OutputStore {
       if (upTo !== null && compareKeys(d, upTo) > 0) return false;
       return after === null || compareKeys(d, after) >= 0 || after.startsWith(d);
     };
-    return this.walk(prefix, mayHold).filter((rel) => inKeyRange(rel, after, upTo)).sort(compareKeys);
+    const all = this.walk(prefix, mayHold).filter((rel) => inKeyRange(rel, after, upTo)).sort(compareKeys);
+    return limit === undefined ? all : all.slice(0, limit);
   }
 
   /** Relative paths of the files under `prefix`, entering only the folders (relative paths) `enter` accepts. */

@@ -223,7 +223,7 @@ export class S3Store implements OutputStore {
     return keys.map((k) => k.key.slice(this.prefix.length)).sort();
   }
 
-  async listRange(prefix: string, after: string | null, upTo: string | null): Promise<string[]> {
+  async listRange(prefix: string, after: string | null, upTo: string | null, limit = Number.POSITIVE_INFINITY): Promise<string[]> {
     const p = prefix === '' ? this.prefix : this.key(prefix.endsWith('/') ? prefix : `${prefix}/`);
     const stop = upTo === null ? null : this.key(upTo);
     const out: string[] = [];
@@ -232,7 +232,7 @@ export class S3Store implements OutputStore {
       pages: do {
         // StartAfter on the first page only; the continuation token carries the position after it.
         const res = await this.client.send(new ListObjectsV2Command({
-          Bucket: this.bucket, Prefix: p, MaxKeys: this.opts.listPageSize,
+          Bucket: this.bucket, Prefix: p, MaxKeys: Math.min(this.opts.listPageSize ?? 1000, limit - out.length),
           ...(token ? { ContinuationToken: token } : after !== null ? { StartAfter: this.key(after) } : {}),
         }));
         for (const o of res.Contents ?? []) {
@@ -240,6 +240,7 @@ export class S3Store implements OutputStore {
           if (stop !== null && compareKeys(o.Key, stop) > 0) break pages; // the next range's: stop here
           if (after !== null && compareKeys(o.Key, this.key(after)) <= 0) continue; // a store that ignored StartAfter
           out.push(o.Key.slice(this.prefix.length));
+          if (out.length >= limit) break pages;
         }
         token = res.IsTruncated ? res.NextContinuationToken : undefined;
       } while (token);

@@ -67,15 +67,30 @@ export function doneSplitPoints(shardKeys: Iterable<string>, ranges = LIST_RANGE
   return [...new Set(points)];
 }
 
+/** Keys listed in one request before a listing is split: a listing of fewer keys is done in that one page. */
+export const LIST_PROBE = 1000;
+
 /**
  * The listing of `prefix` split at `splits` into the ranges (null, s1], (s1, s2], …, (sN, null], requested
- * `concurrency` at a time, concatenated in order (sorted, each path once). No split points: one listing.
+ * `concurrency` at a time, concatenated in order (sorted, each path once). First one page of `probe` keys from
+ * the start: a listing that ends there costs that one request (a new or small dir); else the ranges start
+ * after its last key. No split points: one listing.
  */
-export async function listSplit(store: OutputStore, prefix: string, splits: readonly string[], concurrency = LIST_CONCURRENCY): Promise<string[]> {
-  const points = [...new Set(splits)].sort(compareKeys);
+export async function listSplit(store: OutputStore, prefix: string, splits: readonly string[], o: { concurrency?: number; probe?: number } = {}): Promise<string[]> {
+  let points = [...new Set(splits)].sort(compareKeys);
   if (points.length === 0) return store.listRange(prefix, null, null);
-  const ranges = [null, ...points].map((after, i) => [after, points[i] ?? null] as const);
-  return (await mapLimit(ranges, concurrency, ([after, upTo]) => store.listRange(prefix, after, upTo))).flat();
+  const probe = o.probe ?? LIST_PROBE;
+  let head: string[] = [];
+  let start: string | null = null;
+  if (probe > 0) {
+    head = await store.listRange(prefix, null, null, probe);
+    if (head.length < probe) return head;
+    const last = head[head.length - 1];
+    start = last;
+    points = points.filter((p) => compareKeys(p, last) > 0);
+  }
+  const ranges = [start, ...points].map((after, i) => [after, points[i] ?? null] as const);
+  return head.concat(...(await mapLimit(ranges, o.concurrency ?? LIST_CONCURRENCY, ([after, upTo]) => store.listRange(prefix, after, upTo))));
 }
 
 /**
@@ -83,9 +98,9 @@ export async function listSplit(store: OutputStore, prefix: string, splits: read
  * shard keys of the run's inputs, the listing is split at them and its ranges requested in parallel
  * (`LIST_CONCURRENCY`); without, it is one sequential listing (a page per 1,000 records).
  */
-export async function listRecordUnits(store: OutputStore, shardKeys: Iterable<string> = []): Promise<string[]> {
+export async function listRecordUnits(store: OutputStore, shardKeys: Iterable<string> = [], probe = LIST_PROBE): Promise<string[]> {
   const pre = `${LAYOUT.doneDir}/`;
-  return (await listSplit(store, LAYOUT.doneDir, doneSplitPoints(shardKeys)))
+  return (await listSplit(store, LAYOUT.doneDir, doneSplitPoints(shardKeys), { probe }))
     .filter((rel) => rel.startsWith(pre) && rel.endsWith('.json'))
     .map((rel) => rel.slice(pre.length, -'.json'.length));
 }
@@ -220,12 +235,12 @@ export interface ReadStats {
  * first run, or it died before its end) the listing of `_rho/done/`, then one GET per record of its own
  * units, in parallel (`complete: true`). Records of other ranks' units are never read.
  */
-export async function readOwnRecords(store: OutputStore, rank: number, worldSize: number, shardKeys: Iterable<string> = []): Promise<{ records: Map<string, CompletionRecord>; complete: boolean; stats: ReadStats }> {
+export async function readOwnRecords(store: OutputStore, rank: number, worldSize: number, shardKeys: Iterable<string> = [], probe = LIST_PROBE): Promise<{ records: Map<string, CompletionRecord>; complete: boolean; stats: ReadStats }> {
   const summary = await readSummary(store, worldSize, rank);
   if (summary) {
     return { records: new Map(summary.records.map((r) => [r.unit, r])), complete: false, stats: { listed: 0, summaries_read: 1, records_read: 0 } };
   }
-  const names = await listRecordUnits(store, shardKeys);
+  const names = await listRecordUnits(store, shardKeys, probe);
   const own = worldSize === 1 ? names : names.filter((u) => ownerOf(u, worldSize) === rank);
   const records = new Map<string, CompletionRecord>();
   for (const r of await readRecords(store, own)) records.set(r.unit, r);

@@ -10,6 +10,9 @@ import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { LocalStore } from '../../pipeline/io/local.js';
 import { S3Store, s3Client } from '../../pipeline/io/s3.js';
 import { LIST_CONCURRENCY, LIST_RANGES, doneSplitPoints, listRecordUnits, listSplit, mapLimit, readOwnRecords } from '../../pipeline/run/records.js';
+
+// The split itself is what is tested: no first page that would hold the whole (small) listing, unless said.
+const NO_PROBE = { probe: 0 };
 import { ownerOf } from '../../pipeline/run/rank.js';
 import { inKeyRange, type OutputStore } from '../../schemas/store.js';
 import { LAYOUT } from '../../schemas/layout.js';
@@ -67,7 +70,9 @@ async function checkSplits(t: ExecutionContext, store: OutputStore): Promise<voi
   t.deepEqual(single, PATHS, 'the plain listing');
   t.deepEqual(await store.listRange(LAYOUT.doneDir, null, null), PATHS, 'one unbounded range');
   for (const [what, points] of splitSets()) {
-    t.deepEqual(await listSplit(store, LAYOUT.doneDir, points), PATHS, what);
+    t.deepEqual(await listSplit(store, LAYOUT.doneDir, points, NO_PROBE), PATHS, what);
+    // A first page of 50 keys, then the split ranges after its last key (split points before it dropped).
+    t.deepEqual(await listSplit(store, LAYOUT.doneDir, points, { probe: 50 }), PATHS, `${what}, after a first page of 50`);
     // Each range on its own holds only its keys (after, upTo].
     const sorted = [...new Set(points)].sort();
     const bounds = [null, ...sorted].map((a, i) => [a, sorted[i] ?? null] as const);
@@ -83,11 +88,18 @@ async function checkSplits(t: ExecutionContext, store: OutputStore): Promise<voi
   // A key on a split point belongs to the range that ends at it, not the next.
   t.deepEqual(await store.listRange(LAYOUT.doneDir, PATHS[9], PATHS[10]), [PATHS[10]]);
   t.deepEqual(await store.listRange(LAYOUT.doneDir, PATHS[10], PATHS[10]), []);
+  // limit: the first keys of a range; fewer when the range holds no more.
+  t.deepEqual(await store.listRange(LAYOUT.doneDir, PATHS[9], null, 20), PATHS.slice(10, 30));
+  t.deepEqual(await store.listRange(LAYOUT.doneDir, PATHS[9], PATHS[14], 20), PATHS.slice(10, 15));
+  // The default first page (1,000 keys) holds this whole listing: one request, no split.
+  const one = new CountingStore(store);
+  t.deepEqual(await listSplit(one, LAYOUT.doneDir, doneSplitPoints(SHARDS)), PATHS);
+  t.is(one.count('listRange'), 1);
 }
 
 async function checkParallel(t: ExecutionContext, inner: OutputStore): Promise<void> {
   const store = new InFlight(inner);
-  const units = await listRecordUnits(store, SHARDS);
+  const units = await listRecordUnits(store, SHARDS, 0);
   t.deepEqual(units, UNITS.slice().sort(), 'split listing finds every record (not the temp file)');
   t.is(store.count('listRange'), LIST_RANGES, `${LIST_RANGES} ranges from ${SHARDS.length} shard keys`);
   t.is(store.count('list'), 0);
@@ -100,7 +112,7 @@ async function checkParallel(t: ExecutionContext, inner: OutputStore): Promise<v
   // A rank of 10 without its summary: the split listing, then exactly its own records.
   for (const rank of [0, 3]) {
     const s = new CountingStore(inner);
-    const own = await readOwnRecords(s, rank, 10, SHARDS);
+    const own = await readOwnRecords(s, rank, 10, SHARDS, 0);
     const mine = UNITS.filter((u) => ownerOf(u, 10) === rank).sort();
     t.deepEqual([...own.records.keys()].sort(), mine);
     t.true(own.complete);
@@ -152,7 +164,7 @@ withCeph('S3 (radosgw, 7 keys a page): split listings equal one listing; pages s
     // Pages: a range costs its keys / 7 pages, plus at most one page that runs into the next range.
     const points = doneSplitPoints(SHARDS);
     const before = proxy.counts.byKind.LIST ?? 0;
-    t.deepEqual(await listSplit(store, LAYOUT.doneDir, points), PATHS);
+    t.deepEqual(await listSplit(store, LAYOUT.doneDir, points, NO_PROBE), PATHS);
     const pages = (proxy.counts.byKind.LIST ?? 0) - before;
     const sorted = [...points].sort();
     const bound = [null, ...sorted].map((a, i) => PATHS.filter((k) => inKeyRange(k, a, sorted[i] ?? null)).length).reduce((a, n) => a + Math.floor(n / 7) + 1, 0);
