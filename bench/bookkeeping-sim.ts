@@ -4,7 +4,11 @@
 // same calls rho score makes: pipeline/rank-books.ts), of `rho status` and of `rho manifest`.
 //
 //   node dist/bench/bookkeeping-sim.js [--units 100000] [--world 1000] [--rank 3] [--delay-ms 10] [--write-concurrency 128]
-//                                      [--input-entries N] [--no-summaries-pass]
+//                                      [--input-entries N] [--far-delay-ms 100] [--no-summaries-pass]
+//
+// --far-delay-ms D: the listing of _rho/done/ both ways and the rank's start without summary once more through
+// a second proxy that adds D ms (a store far away, where a listing page costs its round trip more than the
+// server's work; on this small VM radosgw's CPU is the limit of the first proxy's figures).
 //
 // --input-entries N: also the reads of `_rho/inputs/<key>.json` that rho score makes before rankStart
 // (assignShardKeys, then checkChangedInputs in pipeline/io/input-checks.ts) for N inputs. The entries are
@@ -38,6 +42,7 @@ const WRITE_CONCURRENCY = arg('write-concurrency', 128);
 const PARTS = 10; // units per shard
 const UNIT_DOCS = 10_000;
 const INPUT_ENTRIES = arg('input-entries', 0);
+const FAR_DELAY = arg('far-delay-ms', 0);
 const WORST_CASE_PASS = !process.argv.includes("--no-summaries-pass");
 
 const log = (s: string) => process.stderr.write(`[sim ${new Date().toISOString().slice(11, 19)}] ${s}\n`);
@@ -129,6 +134,27 @@ try {
   const m = await measure('manifest', () => writeDirManifest(store, { runMeta: {} }));
   if (m.manifest.totals.units_done !== UNITS) throw new Error(`manifest: ${m.manifest.totals.units_done} units`);
   result.manifest_read = m.stats;
+
+  if (FAR_DELAY > 0) {
+    const far = await startFaultProxy(rgw.endpoint, { every: Number.POSITIVE_INFINITY, delayMs: FAR_DELAY });
+    const farStore = new S3Store('s3://rho-sim/out', { endpoint: far.endpoint });
+    const farMeasure = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+      const n0 = far.counts.requests;
+      const s = performance.now();
+      const out = await fn();
+      result[name] = { seconds: Number(((performance.now() - s) / 1000).toFixed(2)), requests: far.counts.requests - n0, delay_ms: FAR_DELAY };
+      log(`${name}: ${JSON.stringify(result[name])}`);
+      return out;
+    };
+    const a = await farMeasure('far_listing_sequential', () => listRecordUnits(farStore));
+    const b = await farMeasure('far_listing_split', () => listRecordUnits(farStore, shards.map((s) => shardKey(s.source))));
+    if (a.length !== UNITS || b.length !== UNITS) throw new Error('far listings incomplete');
+    await direct.remove(summaryPath(WORLD, RANK));
+    const st = await farMeasure('far_rank_start_without_summary', () => rankStart(farStore, { rank: RANK, worldSize: WORLD, configSha, inputs: shards }));
+    if (st.done.size !== own.length) throw new Error('far rank start incomplete');
+    await writeSummary(direct, summaryOf(RANK));
+    await far.close();
+  }
 
   if (INPUT_ENTRIES > 0) {
     const ins = shards.slice(0, INPUT_ENTRIES).map((s) => ({ source: s.source, location: s.source, key: shardKey(s.source) }));

@@ -4,11 +4,13 @@
 // Costs (S3 requests; a page lists 1,000 keys):
 // - a rank's start (readOwnRecords): one GET of its own summary and one listing of `_rho/staged/`; units the
 //   summary lacks cost one GET each when reached. Without a summary: the listing of `_rho/done/`
-//   (units/1000 pages) and one GET per record it owns. Never a record of another rank's unit.
+//   (units/1000 pages, plus up to one per range: one first page, then 32 key ranges split at the inputs'
+//   shard folders, 16 in flight) and one GET per record it owns. Never a record of another rank's unit.
 // - a rank's end: one PUT of its summary (`_rho/ranks/w<W>-r<R>.json`: every record of the units it owns,
 //   batched), one listing of `_rho/ranks/` to learn whether it is the last.
-// - a whole-dir reader (rho manifest, the last rank, rho status, rho verify): the listing of `_rho/done/`,
-//   one GET per summary, and one GET per record no summary holds.
+// - a whole-dir reader (rho manifest, the last rank, rho status, rho verify): the listing of `_rho/done/`
+//   (split the same way, at the inputs of the run info the first summary names), one GET per summary, and
+//   one GET per record no summary holds.
 // Records are created exclusively and never rewritten, so a summary that holds a unit's record is as good
 // as the record itself; the listing of `_rho/done/` stays the authority on which units are done.
 import { createHash } from 'node:crypto';
