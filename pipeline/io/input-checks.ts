@@ -8,6 +8,7 @@ import { isAbsolute, relative, resolve, sep } from 'node:path';
 import { readShard, InputReadError } from '../../stages/read.js';
 import { ConfigError, EXIT } from '../../schemas/errors.js';
 import { openerFor } from './open.js';
+import { mapLimit } from './parallel.js';
 import type { S3Options } from './s3.js';
 import type { OutputStore } from '../../schemas/store.js';
 import { LAYOUT, recordKey, shardKey, type CompletionRecord } from '../../schemas/layout.js';
@@ -15,26 +16,6 @@ import { LAYOUT, recordKey, shardKey, type CompletionRecord } from '../../schema
 /** Entries of `_rho/inputs/` read at once (small GETs), and inputs fingerprinted at once (file reads or HEADs). */
 const ENTRY_READS = 32;
 const FINGERPRINTS = 8;
-
-/** `fn` over `items`, at most `limit` at once; results in input order; the first error rejects. */
-async function inParallel<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  let failed = false;
-  const worker = async () => {
-    while (!failed && next < items.length) {
-      const i = next++;
-      try {
-        out[i] = await fn(items[i], i);
-      } catch (e) {
-        failed = true;
-        throw e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 /** Some shards could not be read (transport): the run did what it could and exits 1 naming them. */
 export class IncompleteRunError extends Error {
@@ -116,8 +97,8 @@ export async function checkChangedInputs(
   let byKey: Map<string, CompletionRecord[]> | null = null;
   // The entries, then the fingerprints of the shards that have one, in parallel (one GET and one hash or HEAD
   // per shard: at 10,000 shards, sequential, that was minutes of every rank's start); then in shard order.
-  const entries = await inParallel(shards, ENTRY_READS, (s) => readShardEntry(store, s.key));
-  const prints = await inParallel(shards, FINGERPRINTS, (s, i) => (entries[i]?.input ? fingerprint(s.source, opts.s3) : Promise.resolve(null)));
+  const entries = await mapLimit(shards, ENTRY_READS, (s) => readShardEntry(store, s.key));
+  const prints = await mapLimit(shards, FINGERPRINTS, (s, i) => (entries[i]?.input ? fingerprint(s.source, opts.s3) : Promise.resolve(null)));
   for (const [i, s] of shards.entries()) {
     const entry = entries[i];
     const now = prints[i];
@@ -266,7 +247,7 @@ export async function assignShardKeys(store: OutputStore, shards: { source: stri
     try { return JSON.parse(new TextDecoder().decode(bytes)) as ShardEntry; } catch { return null; }
   };
   const rels = (await store.list(INPUTS_DIR)).filter((rel) => rel.endsWith('.json'));
-  const read = await inParallel(rels, ENTRY_READS, readEntry);
+  const read = await mapLimit(rels, ENTRY_READS, readEntry);
   for (const [i, rel] of rels.entries()) {
     const e = read[i];
     if (!e) continue;

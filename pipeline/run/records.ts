@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { compareKeys, type OutputStore } from '../../schemas/store.js';
 import { LAYOUT, shardKey, type CompletionRecord } from '../../schemas/layout.js';
 import { ownerOf } from './rank.js';
+import { mapLimit } from '../io/parallel.js';
 import type { InputShard } from '../io/inputs.js';
 
 /** Reads in flight at once. S3 serves thousands per second per prefix; 32 keeps one client's sockets busy without a flood. */
@@ -25,25 +26,7 @@ export const READ_CONCURRENCY = 32;
 export const RANKS_DIR = '_rho/ranks';
 export const RUNS_DIR = '_rho/runs';
 
-/** `fn` over `items` with at most `limit` calls in flight; results in input order. The first error rejects. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  let failed: unknown = null;
-  const worker = async () => {
-    while (failed === null && next < items.length) {
-      const i = next++;
-      try {
-        out[i] = await fn(items[i], i);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failed !== null) throw failed;
-  return out;
-}
+export { mapLimit };
 
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const byUnit = (a: CompletionRecord, b: CompletionRecord) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0);
