@@ -2,7 +2,7 @@
 // listSplit): every split lists the same paths as one listing, each once — split points that are keys
 // themselves, inside a folder, empty ranges, duplicates, more keys than a page — on a local dir and on S3
 // (radosgw, 7 keys a page); the ranges are requested concurrently (bounded), and a rank without its summary
-// still reads exactly its own records.
+// still reads exactly its own records. Also: the input entries a rank start reads are read concurrently.
 import test, { type ExecutionContext } from 'ava';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -15,7 +15,8 @@ import { LIST_CONCURRENCY, LIST_RANGES, doneSplitPoints, listRecordUnits, listSp
 const NO_PROBE = { probe: 0 };
 import { ownerOf } from '../../pipeline/run/rank.js';
 import { inKeyRange, type OutputStore } from '../../schemas/store.js';
-import { LAYOUT } from '../../schemas/layout.js';
+import { LAYOUT, shardKey } from '../../schemas/layout.js';
+import { INPUTS_DIR, assignShardKeys, checkChangedInputs } from '../../pipeline/io/input-checks.js';
 import { startRadosgw, type Radosgw } from '../services/radosgw.js';
 import { startFaultProxy } from '../services/fault-proxy.js';
 import { startService, need, type Started } from './_services.js';
@@ -176,4 +177,36 @@ withCeph('S3 (radosgw, 7 keys a page): split listings equal one listing; pages s
   } finally {
     await proxy.close();
   }
+});
+
+/** Counts reads in flight at once. */
+class InFlightReads extends CountingStore {
+  now = 0;
+  max = 0;
+  override async read(rel: string) {
+    this.now++;
+    this.max = Math.max(this.max, this.now);
+    try {
+      return await super.read(rel);
+    } finally {
+      this.now--;
+    }
+  }
+}
+
+test('a rank start reads the input entries (_rho/inputs/) 32 at a time, not one after the other; same shard folders', async (t) => {
+  const store = new LocalStore(join(tmp('rho-bk-entries-'), 'out'));
+  const shards = Array.from({ length: 100 }, (_, i) => ({ source: `/data/in-${i}.jsonl`, location: `/data/in-${i}.jsonl`, key: '' }));
+  for (const s of shards) await store.writeAtomic(`${INPUTS_DIR}/${shardKey(s.source)}.json`, new TextEncoder().encode(JSON.stringify({ source: s.source, location: s.location }) + '\n'));
+  const s1 = new InFlightReads(store);
+  const mine = shards.map((s) => ({ ...s }));
+  await assignShardKeys(s1, mine, true);
+  t.deepEqual(mine.map((s) => s.key), shards.map((s) => shardKey(s.source)));
+  t.is(s1.count('read', INPUTS_DIR), 100);
+  t.is(s1.count('create'), 0, 'every shard already had its entry');
+  t.is(s1.max, 32);
+  const s2 = new InFlightReads(store);
+  t.deepEqual(await checkChangedInputs(s2, mine, async () => [], { rescoreChanged: false }), new Map(), 'no entry holds a fingerprint: nothing hashed');
+  t.is(s2.count('read', INPUTS_DIR), 100);
+  t.is(s2.max, 32);
 });
