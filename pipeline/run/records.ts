@@ -59,7 +59,8 @@ export const LIST_PROBE = 1000;
  * The listing of `prefix` split at `splits` into the ranges (null, s1], (s1, s2], …, (sN, null], requested
  * `concurrency` at a time, concatenated in order (sorted, each path once). First one page of `probe` keys from
  * the start: a listing that ends there costs that one request (a new or small dir); else the ranges start
- * after its last key. No split points: one listing.
+ * after its last key, and fewer of them when that page passed split points (a listing of a few pages is not
+ * cut into 32 ranges of one page each). No split points: one listing.
  */
 export async function listSplit(store: OutputStore, prefix: string, splits: readonly string[], o: { concurrency?: number; probe?: number } = {}): Promise<string[]> {
   let points = [...new Set(splits)].sort(compareKeys);
@@ -72,7 +73,15 @@ export async function listSplit(store: OutputStore, prefix: string, splits: read
     if (head.length < probe) return head;
     const last = head[head.length - 1];
     start = last;
-    points = points.filter((p) => compareKeys(p, last) > 0);
+    const passed = points.filter((p) => compareKeys(p, last) <= 0).length;
+    points = points.slice(passed);
+    // How far the first page got through the split points estimates how many keys are left: no more ranges
+    // than ~3 pages each (a range lists up to one page past its end), any subset of the points being as correct.
+    if (passed > 0) {
+      const left = (probe * (points.length + passed + 1)) / passed - probe;
+      const ranges = Math.max(1, Math.min(points.length + 1, Math.ceil(left / probe / 3)));
+      points = [...new Set(Array.from({ length: ranges - 1 }, (_, i) => points[Math.floor(((i + 1) * points.length) / ranges)]))];
+    }
   }
   const ranges = [start, ...points].map((after, i) => [after, points[i] ?? null] as const);
   return head.concat(...(await mapLimit(ranges, o.concurrency ?? LIST_CONCURRENCY, ([after, upTo]) => store.listRange(prefix, after, upTo))));

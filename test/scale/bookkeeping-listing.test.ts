@@ -210,3 +210,20 @@ test('a rank start reads the input entries (_rho/inputs/) 32 at a time, not one 
   t.is(s2.count('read', INPUTS_DIR), 100);
   t.is(s2.max, 32);
 });
+
+test('local: a listing of 1,500 records (a first page, then what is left) is cut into as few ranges as its size needs, and finds every record', async (t) => {
+  const store = new LocalStore(join(tmp('rho-bk-list-'), 'out'));
+  const keys = Array.from({ length: 150 }, (_, i) => `f-${String(i).padStart(4, '0')}-abcdef01`);
+  const units = keys.flatMap((k) => Array.from({ length: 10 }, (_, p) => `${k}/part-${String(p).padStart(5, '0')}`)).sort();
+  await mapLimit(units, 16, (u) => store.writeAtomic(`${LAYOUT.doneDir}/${u}.json`, record(u)));
+  const s = new CountingStore(store);
+  t.deepEqual(await listRecordUnits(s, keys), units);
+  // The first page (1,000 keys) passed two thirds of the split points: ~500 keys left, one range.
+  t.log(`${s.count('listRange')} listRange calls for ${units.length} records`);
+  t.true(s.count('listRange') >= 2 && s.count('listRange') <= 3, `${s.count('listRange')} calls`);
+  // Split points that the first page does not reach (as in a listing of ≥ 32 pages): every range is used.
+  const many = new CountingStore(store);
+  const manyKeys = [...keys, ...Array.from({ length: 5000 }, (_, i) => `g-${String(i).padStart(5, '0')}`)];
+  t.deepEqual(await listRecordUnits(many, manyKeys), units);
+  t.is(many.count('listRange'), 1 + LIST_RANGES);
+});
