@@ -23,6 +23,14 @@ export interface OutputStore {
   exists(rel: string): Promise<boolean>;
   /** Relative paths of the files under `prefix` (recursive), sorted. */
   list(prefix: string): Promise<string[]>;
+  /**
+   * One range of a listing split so that its parts can be requested in parallel: the relative paths under
+   * `prefix` (recursive) that sort after `after` and not after `upTo` (UTF-8 byte order, S3's order), sorted.
+   * null: unbounded. Ranges (null, s1], (s1, s2], …, (sN, null] together list every path exactly once.
+   * S3: ListObjectsV2 from StartAfter, stopped at the first page past `upTo`. With `limit`: only the first
+   * `limit` of those (fewer: the range holds no more).
+   */
+  listRange(prefix: string, after: string | null, upTo: string | null, limit?: number): Promise<string[]>;
   remove(rel: string): Promise<void>;
   /**
    * Move `from` to `to` (replacing `to`); false when `from` does not exist. Local: rename(2), atomic. S3: a
@@ -33,4 +41,14 @@ export interface OutputStore {
   createWriter(base: string): Promise<StoreWriter>;
   /** Check the store can be written at all, before any work (a clear error instead of a late failure). */
   checkWritable(): Promise<void>;
+}
+
+/** Order of keys as S3 lists them: by UTF-8 bytes (for ASCII the same as `<`). */
+export function compareKeys(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/** Whether `key` lies in the range (after, upTo] of OutputStore.listRange. */
+export function inKeyRange(key: string, after: string | null, upTo: string | null): boolean {
+  return (after === null || compareKeys(key, after) > 0) && (upTo === null || compareKeys(key, upTo) <= 0);
 }

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { type Dirent, createReadStream, mkdirSync, readFileSync, existsSync, readdirSync, statSync, rmSync, openSync, writeSync, fsyncSync, closeSync, linkSync, unlinkSync, renameSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { crashPoint } from '../../schemas/crashpoints.js';
-import type { OutputStore, StoreWriter } from '../../schemas/store.js';
+import { compareKeys, inKeyRange, type OutputStore, type StoreWriter } from '../../schemas/store.js';
 
 export type { OutputStore, StoreWriter };
 
@@ -127,7 +127,23 @@ export class LocalStore implements OutputStore {
   }
 
   async list(prefix: string): Promise<string[]> {
-    const start = this.abs(prefix);
+    return this.walk(prefix, () => true).sort();
+  }
+
+  async listRange(prefix: string, after: string | null, upTo: string | null, limit?: number): Promise<string[]> {
+    // A folder is entered only if some path under it can fall in the range (so that the ranges of a split
+    // listing do not each walk the whole tree).
+    const mayHold = (dir: string) => {
+      const d = `${dir}/`;
+      if (upTo !== null && compareKeys(d, upTo) > 0) return false;
+      return after === null || compareKeys(d, after) >= 0 || after.startsWith(d);
+    };
+    const all = this.walk(prefix, mayHold).filter((rel) => inKeyRange(rel, after, upTo)).sort(compareKeys);
+    return limit === undefined ? all : all.slice(0, limit);
+  }
+
+  /** Relative paths of the files under `prefix`, entering only the folders (relative paths) `enter` accepts. */
+  private walk(prefix: string, enter: (relDir: string) => boolean): string[] {
     const out: string[] = [];
     const walk = (dir: string) => {
       let entries: Dirent[];
@@ -150,12 +166,13 @@ export class LocalStore implements OutputStore {
             throw e;
           }
         }
-        if (isDir) walk(p);
-        else out.push(relative(this.root, p));
+        if (isDir) {
+          if (enter(relative(this.root, p))) walk(p);
+        } else out.push(relative(this.root, p));
       }
     };
-    walk(start);
-    return out.sort();
+    walk(this.abs(prefix));
+    return out;
   }
 
   async remove(rel: string): Promise<void> {

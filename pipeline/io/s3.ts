@@ -23,7 +23,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { RetryStrategyV2, RetryToken, RetryErrorInfo } from '@smithy/types';
-import type { OutputStore, StoreWriter } from '../../schemas/store.js';
+import { compareKeys, type OutputStore, type StoreWriter } from '../../schemas/store.js';
 import type { ShardOpener } from '../../stages/read.js';
 
 export interface S3Options {
@@ -40,6 +40,8 @@ export interface S3Options {
   conditionalWrites?: 'auto' | 'require';
   /** Wait of the weaker claim protocol between PUT and read-back, ms. */
   settleMs?: number;
+  /** Keys per listing page of listRange (S3's default and maximum: 1,000); smaller in tests. */
+  listPageSize?: number;
 }
 
 export const isS3Uri = (s: string): boolean => /^s3:\/\//i.test(s);
@@ -262,6 +264,33 @@ export class S3Store implements OutputStore {
     const p = prefix === '' ? this.prefix : this.key(prefix.endsWith('/') ? prefix : `${prefix}/`);
     const keys = await listKeys(this.client, this.bucket, p, `listing ${this.root}/${prefix}`);
     return keys.map((k) => k.key.slice(this.prefix.length)).sort();
+  }
+
+  async listRange(prefix: string, after: string | null, upTo: string | null, limit = Number.POSITIVE_INFINITY): Promise<string[]> {
+    const p = prefix === '' ? this.prefix : this.key(prefix.endsWith('/') ? prefix : `${prefix}/`);
+    const stop = upTo === null ? null : this.key(upTo);
+    const out: string[] = [];
+    let token: string | undefined;
+    try {
+      pages: do {
+        // StartAfter on the first page only; the continuation token carries the position after it.
+        const res = await this.client.send(new ListObjectsV2Command({
+          Bucket: this.bucket, Prefix: p, MaxKeys: Math.min(this.opts.listPageSize ?? 1000, limit - out.length),
+          ...(token ? { ContinuationToken: token } : after !== null ? { StartAfter: this.key(after) } : {}),
+        }));
+        for (const o of res.Contents ?? []) {
+          if (o.Key === undefined) continue;
+          if (stop !== null && compareKeys(o.Key, stop) > 0) break pages; // the next range's: stop here
+          if (after !== null && compareKeys(o.Key, this.key(after)) <= 0) continue; // a store that ignored StartAfter
+          out.push(o.Key.slice(this.prefix.length));
+          if (out.length >= limit) break pages;
+        }
+        token = res.IsTruncated ? res.NextContinuationToken : undefined;
+      } while (token);
+    } catch (e) {
+      throw describeS3Error(e, `listing ${this.root}/${prefix} after ${after ?? '(start)'}`);
+    }
+    return out;
   }
 
   async remove(rel: string): Promise<void> {

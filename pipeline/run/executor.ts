@@ -107,7 +107,7 @@ export class Executor {
    */
   static async open(opts: ExecutorOptions): Promise<Executor> {
     const x = new Executor(opts);
-    const start = await rankStart(opts.store, { rank: x.rank, worldSize: x.worldSize, configSha: opts.configSha });
+    const start = await rankStart(opts.store, { rank: x.rank, worldSize: x.worldSize, configSha: opts.configSha, inputs: opts.inputs });
     x.ownDone = start.done;
     x.done = new Set(x.ownDone.keys());
     x.doneKnown = start.complete;

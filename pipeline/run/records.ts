@@ -4,17 +4,20 @@
 // Costs (S3 requests; a page lists 1,000 keys):
 // - a rank's start (readOwnRecords): one GET of its own summary and one listing of `_rho/staged/`; units the
 //   summary lacks cost one GET each when reached. Without a summary: the listing of `_rho/done/`
-//   (units/1000 pages) and one GET per record it owns. Never a record of another rank's unit.
+//   (units/1000 pages, plus up to one per range: one first page, then 32 key ranges split at the inputs'
+//   shard folders, 16 in flight) and one GET per record it owns. Never a record of another rank's unit.
 // - a rank's end: one PUT of its summary (`_rho/ranks/w<W>-r<R>.json`: every record of the units it owns,
 //   batched), one listing of `_rho/ranks/` to learn whether it is the last.
-// - a whole-dir reader (rho manifest, the last rank, rho status, rho verify): the listing of `_rho/done/`,
-//   one GET per summary, and one GET per record no summary holds.
+// - a whole-dir reader (rho manifest, the last rank, rho status, rho verify): the listing of `_rho/done/`
+//   (split the same way, at the inputs of the run info the first summary names), one GET per summary, and
+//   one GET per record no summary holds.
 // Records are created exclusively and never rewritten, so a summary that holds a unit's record is as good
 // as the record itself; the listing of `_rho/done/` stays the authority on which units are done.
 import { createHash } from 'node:crypto';
-import type { OutputStore } from '../../schemas/store.js';
-import { LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
+import { compareKeys, type OutputStore } from '../../schemas/store.js';
+import { LAYOUT, shardKey, type CompletionRecord } from '../../schemas/layout.js';
 import { ownerOf } from './rank.js';
+import { mapLimit } from '../io/parallel.js';
 import type { InputShard } from '../io/inputs.js';
 
 /** Reads in flight at once. S3 serves thousands per second per prefix; 32 keeps one client's sockets busy without a flood. */
@@ -23,33 +26,75 @@ export const READ_CONCURRENCY = 32;
 export const RANKS_DIR = '_rho/ranks';
 export const RUNS_DIR = '_rho/runs';
 
-/** `fn` over `items` with at most `limit` calls in flight; results in input order. The first error rejects. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  let failed: unknown = null;
-  const worker = async () => {
-    while (failed === null && next < items.length) {
-      const i = next++;
-      try {
-        out[i] = await fn(items[i], i);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failed !== null) throw failed;
-  return out;
-}
+export { mapLimit };
 
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const byUnit = (a: CompletionRecord, b: CompletionRecord) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0);
 
-/** Unit names of every completion record in the dir (a listing, no reads). Temp files are not records. */
-export async function listRecordUnits(store: OutputStore): Promise<string[]> {
+/** Listing requests in flight at once when a listing is split in ranges. */
+export const LIST_CONCURRENCY = 16;
+/** Ranges of a split listing: twice the requests in flight, so that one dense range does not hold up the rest. */
+export const LIST_RANGES = 2 * LIST_CONCURRENCY;
+
+/**
+ * Split points for the listing of `_rho/done/` (`_rho/done/<key>/`): up to `ranges - 1` of the given shard
+ * folders, evenly spaced by count, so that each range holds about as many shards. Units are
+ * `_rho/done/<shard key>/part-NNNNN.json`, so the shard keys of the run's inputs (which a rank knows before it
+ * reads anything) say where the records lie. Keys of other runs' inputs only unbalance the ranges; every
+ * record is still listed once.
+ */
+export function doneSplitPoints(shardKeys: Iterable<string>, ranges = LIST_RANGES): string[] {
+  const keys = [...new Set(shardKeys)].map((k) => `${LAYOUT.doneDir}/${k}/`).sort(compareKeys);
+  if (keys.length < 2 || ranges < 2) return [];
+  const n = Math.min(ranges, keys.length);
+  const points: string[] = [];
+  for (let i = 1; i < n; i++) points.push(keys[Math.floor((i * keys.length) / n)]);
+  return [...new Set(points)];
+}
+
+/** Keys listed in one request before a listing is split: a listing of fewer keys is done in that one page. */
+export const LIST_PROBE = 1000;
+
+/**
+ * The listing of `prefix` split at `splits` into the ranges (null, s1], (s1, s2], …, (sN, null], requested
+ * `concurrency` at a time, concatenated in order (sorted, each path once). First one page of `probe` keys from
+ * the start: a listing that ends there costs that one request (a new or small dir); else the ranges start
+ * after its last key, and fewer of them when that page passed split points (a listing of a few pages is not
+ * cut into 32 ranges of one page each). No split points: one listing.
+ */
+export async function listSplit(store: OutputStore, prefix: string, splits: readonly string[], o: { concurrency?: number; probe?: number } = {}): Promise<string[]> {
+  let points = [...new Set(splits)].sort(compareKeys);
+  if (points.length === 0) return store.listRange(prefix, null, null);
+  const probe = o.probe ?? LIST_PROBE;
+  let head: string[] = [];
+  let start: string | null = null;
+  if (probe > 0) {
+    head = await store.listRange(prefix, null, null, probe);
+    if (head.length < probe) return head;
+    const last = head[head.length - 1];
+    start = last;
+    const passed = points.filter((p) => compareKeys(p, last) <= 0).length;
+    points = points.slice(passed);
+    // How far the first page got through the split points estimates how many keys are left: no more ranges
+    // than ~3 pages each (a range lists up to one page past its end), any subset of the points being as correct.
+    if (passed > 0) {
+      const left = (probe * (points.length + passed + 1)) / passed - probe;
+      const ranges = Math.max(1, Math.min(points.length + 1, Math.ceil(left / probe / 3)));
+      points = [...new Set(Array.from({ length: ranges - 1 }, (_, i) => points[Math.floor(((i + 1) * points.length) / ranges)]))];
+    }
+  }
+  const ranges = [start, ...points].map((after, i) => [after, points[i] ?? null] as const);
+  return head.concat(...(await mapLimit(ranges, o.concurrency ?? LIST_CONCURRENCY, ([after, upTo]) => store.listRange(prefix, after, upTo))));
+}
+
+/**
+ * Unit names of every completion record in the dir (a listing, no reads). Temp files are not records. With the
+ * shard keys of the run's inputs, the listing is split at them and its ranges requested in parallel
+ * (`LIST_CONCURRENCY`); without, it is one sequential listing (a page per 1,000 records).
+ */
+export async function listRecordUnits(store: OutputStore, shardKeys: Iterable<string> = [], probe = LIST_PROBE): Promise<string[]> {
   const pre = `${LAYOUT.doneDir}/`;
-  return (await store.list(LAYOUT.doneDir))
+  return (await listSplit(store, LAYOUT.doneDir, doneSplitPoints(shardKeys), { probe }))
     .filter((rel) => rel.startsWith(pre) && rel.endsWith('.json'))
     .map((rel) => rel.slice(pre.length, -'.json'.length));
 }
@@ -184,12 +229,12 @@ export interface ReadStats {
  * first run, or it died before its end) the listing of `_rho/done/`, then one GET per record of its own
  * units, in parallel (`complete: true`). Records of other ranks' units are never read.
  */
-export async function readOwnRecords(store: OutputStore, rank: number, worldSize: number): Promise<{ records: Map<string, CompletionRecord>; complete: boolean; stats: ReadStats }> {
+export async function readOwnRecords(store: OutputStore, rank: number, worldSize: number, shardKeys: Iterable<string> = [], probe = LIST_PROBE): Promise<{ records: Map<string, CompletionRecord>; complete: boolean; stats: ReadStats }> {
   const summary = await readSummary(store, worldSize, rank);
   if (summary) {
     return { records: new Map(summary.records.map((r) => [r.unit, r])), complete: false, stats: { listed: 0, summaries_read: 1, records_read: 0 } };
   }
-  const names = await listRecordUnits(store);
+  const names = await listRecordUnits(store, shardKeys, probe);
   const own = worldSize === 1 ? names : names.filter((u) => ownerOf(u, worldSize) === rank);
   const records = new Map<string, CompletionRecord>();
   for (const r of await readRecords(store, own)) records.set(r.unit, r);
@@ -201,8 +246,17 @@ export async function readOwnRecords(store: OutputStore, rank: number, worldSize
  * ranks (in parallel), then the records no summary holds. Also the newest summary's run info path.
  */
 export async function readAllRecords(store: OutputStore): Promise<{ records: CompletionRecord[]; runFile: string | null; summaries: RankSummary[]; stats: ReadStats }> {
-  const [names, files] = await Promise.all([listRecordUnits(store), listSummaries(store)]);
-  const summaries = (await mapLimit(files, READ_CONCURRENCY, (f) => readSummary(store, f.worldSize, f.rank))).filter((s): s is RankSummary => s !== null);
+  const files = await listSummaries(store);
+  // The first summary is read ahead: its run info lists the inputs, whose shard keys split the listing of
+  // `_rho/done/` into ranges listed in parallel, while the other summaries are read.
+  const first = files.length ? readSummary(store, files[0].worldSize, files[0].rank) : Promise.resolve(null);
+  const [names, read] = await Promise.all([
+    first
+      .then((s) => (s ? readRunInfo(store, s.run_file).catch(() => null) : null))
+      .then((info) => listRecordUnits(store, (info?.inputs ?? []).map((i) => i.key ?? shardKey(i.source)))),
+    mapLimit(files, READ_CONCURRENCY, (f, i) => (i === 0 ? first : readSummary(store, f.worldSize, f.rank))),
+  ]);
+  const summaries = read.filter((s): s is RankSummary => s !== null);
   const listed = new Set(names);
   const found = new Map<string, CompletionRecord>();
   for (const s of summaries) for (const r of s.records) if (listed.has(r.unit)) found.set(r.unit, r);

@@ -2,7 +2,7 @@
 // the same evidence strace would give for a local dir or an access log for S3.
 import type { OutputStore } from '../../schemas/store.js';
 
-export interface StoreCall { op: 'write' | 'create' | 'read' | 'exists' | 'list' | 'remove' | 'rename'; rel: string }
+export interface StoreCall { op: 'write' | 'create' | 'read' | 'exists' | 'list' | 'listRange' | 'remove' | 'rename'; rel: string; after?: string | null; upTo?: string | null }
 
 export class CountingStore implements OutputStore {
   calls: StoreCall[] = [];
@@ -17,6 +17,7 @@ export class CountingStore implements OutputStore {
   read(rel: string) { this.calls.push({ op: 'read', rel }); return this.inner.read(rel); }
   exists(rel: string) { this.calls.push({ op: 'exists', rel }); return this.inner.exists(rel); }
   list(prefix: string) { this.calls.push({ op: 'list', rel: prefix }); return this.inner.list(prefix); }
+  listRange(prefix: string, after: string | null, upTo: string | null, limit?: number) { this.calls.push({ op: 'listRange', rel: prefix, after, upTo }); return this.inner.listRange(prefix, after, upTo, limit); }
   remove(rel: string) { this.calls.push({ op: 'remove', rel }); return this.inner.remove(rel); }
   rename(from: string, to: string) { this.calls.push({ op: 'rename', rel: from }); return this.inner.rename(from, to); }
   createWriter(base: string) { this.calls.push({ op: 'write', rel: base }); return this.inner.createWriter(base); }
