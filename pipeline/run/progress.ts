@@ -1,4 +1,5 @@
-// Progress on stderr: documents, tokens, tokens/s and ETA (from input bytes, the only total known up front).
+// Progress on stderr: documents, tokens, tokens/s and ETA (from input bytes, the only total known up front, scaled
+// by the share of tokenized tokens already scored).
 // Redraws one line on a TTY; prints a line every 10 s otherwise (logs stay readable).
 
 export interface ProgressCounts {
@@ -35,7 +36,11 @@ export class Progress {
     const c = this.read();
     const s = this.elapsedSeconds();
     const tps = s > 0 ? c.tokens / s : 0;
-    const frac = this.totalInputBytes > 0 ? Math.min(1, c.inputBytesDone / this.totalInputBytes) : 0;
+    // Input bytes read is the only total known up front, but bytes are read long before their tokens are scored
+    // (a 32 MB document is read in a second and scored for minutes): scale by the share of tokenized tokens
+    // that are scored, so a long document does not show 100% while its windows are still being scored.
+    const read = this.totalInputBytes > 0 ? Math.min(1, c.inputBytesDone / this.totalInputBytes) : 0;
+    const frac = c.tokenized !== undefined && c.tokenized > 0 ? read * Math.min(1, c.tokens / c.tokenized) : read;
     const eta = frac > 0.01 && frac < 1 ? ` ETA ${fmtDuration((s / frac) * (1 - frac))}` : '';
     const pct = this.totalInputBytes > 0 ? `${(frac * 100).toFixed(1).padStart(5)}% ` : '';
     const ahead = c.tokenized !== undefined && c.tokenized > c.tokens ? ` (${c.tokenized} tokenized)` : '';

@@ -78,3 +78,15 @@ test('the progress line shows tokens tokenized while they are ahead of the score
   t.regex(p.line(), /500000 tokens, \d+ tok\/s/);
   t.notRegex(p.line(), /tokenized/);
 });
+
+test('the percentage does not reach 100% while the tokens of a long document read whole are still being scored', (t) => {
+  let counts = { docs: 0, rejected: 0, tokens: 0, tokenized: 8_000_000, inputBytesDone: 1000 };
+  const p = new Progress(1000, () => counts, false);
+  t.regex(p.line(), /^rho:\s+0\.0% 0 docs/, 'every byte read, no token scored yet');
+  counts = { ...counts, tokens: 2_000_000 };
+  t.regex(p.line(), /^rho:\s+25\.0% 0 docs.* ETA /, 'a quarter of the tokenized tokens scored, with an ETA');
+  counts = { ...counts, docs: 1, tokens: 8_000_000 };
+  t.regex(p.line(), /^rho: 100\.0% 1 docs/);
+  // Without a tokenized count (other jobs) the bytes read alone set it.
+  t.regex(new Progress(1000, () => ({ docs: 0, rejected: 0, tokens: 0, inputBytesDone: 500 }), false).line(), /^rho:\s+50\.0% /);
+});
