@@ -162,8 +162,8 @@ try {
     result.input_entries_count = ins.length;
     await measure('input_entries', async () => {
       const mine = ins.map((s) => ({ ...s }));
-      await assignShardKeys(store, mine, true);
-      await checkChangedInputs(store, mine, async () => [], { rescoreChanged: false });
+      const entries = await assignShardKeys(store, mine, true);
+      await checkChangedInputs(store, mine, async () => [], { rescoreChanged: false, entries });
     });
   }
 

@@ -89,7 +89,7 @@ interface ShardRef { source: string; key: string; location: string }
  */
 export async function checkChangedInputs(
   store: OutputStore, shards: ShardRef[], records: () => Promise<CompletionRecord[]>,
-  opts: { rescoreChanged: boolean; s3?: S3Options; beforeRemove?: (units: string[]) => Promise<void> },
+  opts: { rescoreChanged: boolean; s3?: S3Options; beforeRemove?: (units: string[]) => Promise<void>; entries?: Map<string, ShardEntry> },
 ): Promise<Map<string, InputFingerprint>> {
   const computed = new Map<string, InputFingerprint>();
   const changed: string[] = [];
@@ -97,7 +97,9 @@ export async function checkChangedInputs(
   let byKey: Map<string, CompletionRecord[]> | null = null;
   // The entries, then the fingerprints of the shards that have one, in parallel (one GET and one hash or HEAD
   // per shard: at 10,000 shards, sequential, that was minutes of every rank's start); then in shard order.
-  const entries = await mapLimit(shards, ENTRY_READS, (s) => readShardEntry(store, s.key));
+  // The entries assignShardKeys just read (`opts.entries`) are not read again: one GET per input per rank start.
+  const known = opts.entries;
+  const entries = await mapLimit(shards, ENTRY_READS, async (s) => (known?.has(s.key) ? known.get(s.key)! : readShardEntry(store, s.key)));
   const prints = await mapLimit(shards, FINGERPRINTS, (s, i) => (entries[i]?.input ? fingerprint(s.source, opts.s3) : Promise.resolve(null)));
   for (const [i, s] of shards.entries()) {
     const entry = entries[i];
@@ -127,6 +129,7 @@ export async function checkChangedInputs(
       if (r.rejects_file) await store.remove(r.rejects_file);
     }
     await store.writeAtomic(entryPath(s.key), encodeEntry({ ...entry, input: now }));
+    known?.set(s.key, { ...entry, input: now });
     process.stderr.write(`rho: ${s.source} changed since it was scored; removed its ${mine.length} unit(s), they are scored again\n`);
   }
   if (changed.length) {
@@ -140,10 +143,13 @@ export async function checkChangedInputs(
  * Just before a shard is read for scoring: its fingerprint is what the units written from now on are scored
  * from. (checkChangedInputs already refused or cleared units of another version.)
  */
-export async function recordInputFingerprint(store: OutputStore, shard: ShardRef, now: InputFingerprint): Promise<void> {
-  const entry = await readShardEntry(store, shard.key);
+export async function recordInputFingerprint(store: OutputStore, shard: ShardRef, now: InputFingerprint, entries?: Map<string, ShardEntry>): Promise<void> {
+  // The entry as the start-up checks left it (no second GET), else read now.
+  const entry = entries?.has(shard.key) ? entries.get(shard.key)! : await readShardEntry(store, shard.key);
   if (entry?.input && sameInput(entry.input, now)) return;
-  await store.writeAtomic(entryPath(shard.key), encodeEntry({ source: entry?.source ?? shard.source, location: entry?.location ?? shard.location, input: now }));
+  const next: ShardEntry = { source: entry?.source ?? shard.source, location: entry?.location ?? shard.location, input: now };
+  await store.writeAtomic(entryPath(shard.key), encodeEntry(next));
+  entries?.set(shard.key, next);
 }
 
 /** The output dir holds only what rho writes: an input inside it (rho's own output, or anything else) is refused. */
@@ -238,8 +244,10 @@ export async function readShardEntry(store: OutputStore, key: string): Promise<S
  * new shards are recorded (created exclusively; a runner that lost the race takes the winner's entry).
  * Locations are kept out of the data files and records, so outputs do not depend on where the data lives.
  */
-export async function assignShardKeys(store: OutputStore, shards: { source: string; location: string; key: string }[], register: boolean): Promise<void> {
+export async function assignShardKeys(store: OutputStore, shards: { source: string; location: string; key: string }[], register: boolean): Promise<Map<string, ShardEntry>> {
   const byLocation = new Map<string, { key: string; source: string }>();
+  // Every entry read or created, by key: the later checks of this start reuse them instead of a GET each.
+  const entries = new Map<string, ShardEntry>();
   const keyOwner = new Map<string, string>();
   const readEntry = async (rel: string) => {
     const bytes = await store.read(rel);
@@ -252,6 +260,7 @@ export async function assignShardKeys(store: OutputStore, shards: { source: stri
     const e = read[i];
     if (!e) continue;
     const key = rel.slice(INPUTS_DIR.length + 1, -'.json'.length);
+    entries.set(key, e);
     byLocation.set(e.location, { key, source: e.source });
     keyOwner.set(key, e.location);
   }
@@ -271,7 +280,8 @@ export async function assignShardKeys(store: OutputStore, shards: { source: stri
           const other = await readEntry(`${INPUTS_DIR}/${key}.json`);
           if (other?.location !== s.location) { keyOwner.set(key, other?.location ?? '?'); continue; }
           s.source = other.source;
-        }
+          entries.set(key, other);
+        } else entries.set(key, entry);
       }
       s.key = key;
       keyOwner.set(key, s.location);
@@ -279,6 +289,7 @@ export async function assignShardKeys(store: OutputStore, shards: { source: stri
       break;
     }
   }
+  return entries;
 }
 
 /** Every numeric flag, before any work: NaN, negatives, zero and fractions where they make no sense. */

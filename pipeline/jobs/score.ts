@@ -35,7 +35,7 @@ import { readCompletionRecords } from '../run/manifest.js';
 import { dropFromSummaries } from '../run/records.js';
 import { probeContext } from '../run/preflight.js';
 import { shardKey } from '../../schemas/layout.js';
-import { IncompleteRunError, assignShardKeys, checkChangedInputs, checkNumericFlags, fingerprint, probeFields, recordInputFingerprint, refuseInputsInsideOutput, type InputFingerprint } from '../io/input-checks.js';
+import { IncompleteRunError, assignShardKeys, checkChangedInputs, checkNumericFlags, fingerprint, probeFields, recordInputFingerprint, refuseInputsInsideOutput, type InputFingerprint, type ShardEntry } from '../io/input-checks.js';
 import { checkWorldSize } from '../run/rank.js';
 
 export type { RunIdentity };
@@ -154,6 +154,8 @@ interface ScorePlan {
   provenance: Map<string, string>;
   /** Input fingerprints already computed by the change check (by shard key). */
   fingerprints: Map<string, InputFingerprint>;
+  /** The `_rho/inputs/` entries read at start (by shard key), so no shard's entry is read twice. */
+  entries: Map<string, ShardEntry>;
 }
 
 export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
@@ -217,10 +219,10 @@ export async function runScore(cfg: ScoreConfig): Promise<RunSummary> {
  * --rescore-changed, its stale units are deleted so that they are scored again.
  */
 async function checkInputsAgainstRecords(cfg: ScoreConfig, plan: ScorePlan): Promise<Map<string, InputFingerprint>> {
-  await assignShardKeys(plan.store, plan.shards, true);
+  plan.entries = await assignShardKeys(plan.store, plan.shards, true);
   const records = async () => (await readCompletionRecords(plan.store)).filter((r) => r.config_sha256 === plan.configSha);
   return checkChangedInputs(plan.store, plan.shards.filter((s) => !s.documents), records, {
-    rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3,
+    rescoreChanged: cfg.rescoreChanged ?? false, s3: cfg.s3, entries: plan.entries,
     // A rank starts from its summary alone: the units removed for rescoring leave the summaries first.
     beforeRemove: async (units) => { await dropFromSummaries(plan.store, units); },
   });
@@ -290,7 +292,7 @@ function shardInput(shard: InputShard & { documents?: DocumentSource }, cfg: Sco
     prepare: async () => {
       let now = plan.fingerprints.get(shard.key);
       if (!now) plan.fingerprints.set(shard.key, (now = await fingerprint(shard.source, cfg.s3)));
-      await recordInputFingerprint(plan.store, shard, now);
+      await recordInputFingerprint(plan.store, shard, now, plan.entries);
     },
     async *read(onBytes) {
       const opener = countingOpener(await openerFor(shard.source, cfg.s3), onBytes);
@@ -373,7 +375,7 @@ async function planScore(cfg: ScoreConfig): Promise<ScorePlan> {
     [META.stride, String(spec.strideTokens)],
     [META.specialTokens, JSON.stringify({ post_processor: true, append_eos: cfg.appendEos, eos_token: tokenizer.info.eosToken, eos_id: tokenizer.info.eosId })],
   ]);
-  return { shards, store, tokenizer, prepared, modelTokenizers, models: modelIds.map((m) => m.name), spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance, fingerprints: new Map() };
+  return { shards, store, tokenizer, prepared, modelTokenizers, models: modelIds.map((m) => m.name), spec, limits, identityJson, configSha: sha256(new TextEncoder().encode(identityJson)), provenance, fingerprints: new Map(), entries: new Map() };
 }
 
 /** A tokenizer in provenance: the path as given, where it resolved to, and its sha256. */

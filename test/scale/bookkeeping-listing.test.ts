@@ -209,6 +209,13 @@ test('a rank start reads the input entries (_rho/inputs/) 32 at a time, not one 
   t.deepEqual(await checkChangedInputs(s2, mine, async () => [], { rescoreChanged: false }), new Map(), 'no entry holds a fingerprint: nothing hashed');
   t.is(s2.count('read', INPUTS_DIR), 100);
   t.is(s2.max, 32);
+  // What rho score does: the entries assignShardKeys read are handed on, so none is read a second time.
+  const s3 = new InFlightReads(store);
+  const again = shards.map((s) => ({ ...s }));
+  const entries = await assignShardKeys(s3, again, true);
+  t.is(entries.size, 100);
+  t.deepEqual(await checkChangedInputs(s3, again, async () => [], { rescoreChanged: false, entries }), new Map());
+  t.is(s3.count('read', INPUTS_DIR), 100, 'one read per input entry at a rank start, not two');
 });
 
 test('local: a listing of 1,500 records (a first page, then what is left) is cut into as few ranges as its size needs, and finds every record', async (t) => {
