@@ -73,21 +73,34 @@ function skipStruct(c: Cursor, onField: ((id: number, type: number) => boolean) 
   }
 }
 
-/** Sort the file's key-value metadata by key, in place. Returns the same array. */
-export function sortParquetKeyValueMetadata(file: Uint8Array): Uint8Array {
+/** The footer's key_value_metadata list (field 5 of FileMetaData): where it lies and its pairs in file order. */
+interface KeyValueList {
+  footerLen: number;
+  /** Where the footer starts. */
+  start: number;
+  /** The list's header byte(s) and its end (both -1 when the footer has no key-value metadata). */
+  listFrom: number;
+  itemsFrom: number;
+  listTo: number;
+  elems: { key: string; bytes: Uint8Array }[];
+}
+
+function readKeyValueList(file: Uint8Array): KeyValueList {
   const n = file.length;
   const dv = new DataView(file.buffer, file.byteOffset, file.byteLength);
   if (n < 12 || dv.getUint32(n - 4, true) !== MAGIC) throw new Error('not a Parquet file (no PAR1 footer)');
   const footerLen = dv.getUint32(n - 8, true);
   const start = n - 8 - footerLen;
+  if (start < 0) throw new Error(`internal: Parquet footer (${footerLen} bytes) longer than the bytes given (${n})`);
+  const out: KeyValueList = { footerLen, start, listFrom: -1, itemsFrom: -1, listTo: -1, elems: [] };
   const c = new Cursor(file, start);
   skipStruct(c, (id, type) => {
     if (id !== 5 || type !== T.LIST) return false;
+    out.listFrom = c.pos;
     const h = c.byte();
     let count = h >> 4;
     if (count === 15) count = c.varint();
-    const elems: { key: string; bytes: Uint8Array }[] = [];
-    const listStart = c.pos;
+    out.itemsFrom = c.pos;
     for (let i = 0; i < count; i++) {
       const from = c.pos;
       let key = '';
@@ -98,13 +111,21 @@ export function sortParquetKeyValueMetadata(file: Uint8Array): Uint8Array {
         c.skip(len);
         return true;
       });
-      elems.push({ key, bytes: file.slice(from, c.pos) });
+      out.elems.push({ key, bytes: file.slice(from, c.pos) });
     }
-    elems.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    let at = listStart;
-    for (const e of elems) { file.set(e.bytes, at); at += e.bytes.length; }
+    out.listTo = c.pos;
     return true;
   });
+  return out;
+}
+
+const byKey = (a: { key: string }, b: { key: string }) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+/** Sort the file's key-value metadata by key, in place. Returns the same array. */
+export function sortParquetKeyValueMetadata(file: Uint8Array): Uint8Array {
+  const { itemsFrom, elems } = readKeyValueList(file);
+  let at = itemsFrom;
+  for (const e of elems.sort(byKey)) { file.set(e.bytes, at); at += e.bytes.length; }
   return file;
 }
 
@@ -131,41 +152,12 @@ function encodeKeyValue(key: string, value: string): Uint8Array {
  */
 export function setParquetKeyValueMetadata(tail: Uint8Array, kv: Map<string, string>): Uint8Array {
   const n = tail.length;
-  const dv = new DataView(tail.buffer, tail.byteOffset, tail.byteLength);
-  if (n < 12 || dv.getUint32(n - 4, true) !== MAGIC) throw new Error('not a Parquet file (no PAR1 footer)');
-  const footerLen = dv.getUint32(n - 8, true);
-  const start = n - 8 - footerLen;
-  if (start < 0) throw new Error(`internal: Parquet footer (${footerLen} bytes) longer than the held-back tail (${n} bytes)`);
-  const c = new Cursor(tail, start);
-  let listFrom = -1;
-  let listTo = -1;
-  const elems: { key: string; bytes: Uint8Array }[] = [];
-  skipStruct(c, (id, type) => {
-    if (id !== 5 || type !== T.LIST) return false;
-    listFrom = c.pos;
-    const h = c.byte();
-    let count = h >> 4;
-    if (count === 15) count = c.varint();
-    for (let i = 0; i < count; i++) {
-      const from = c.pos;
-      let key = '';
-      skipStruct(c, (fid, ftype) => {
-        if (fid !== 1 || ftype !== T.BINARY) return false;
-        const len = c.varint();
-        key = new TextDecoder().decode(tail.subarray(c.pos, c.pos + len));
-        c.skip(len);
-        return true;
-      });
-      elems.push({ key, bytes: tail.slice(from, c.pos) });
-    }
-    listTo = c.pos;
-    return true;
-  });
+  const { footerLen, start, listFrom, listTo, elems } = readKeyValueList(tail);
   // Field 5 must already be there (the writer got provisional values of the same keys).
   if (listFrom < 0) throw new Error('internal: the streamed Parquet footer has no key-value metadata to replace');
   const kept = elems.filter((e) => !kv.has(e.key));
   const all = [...kept, ...[...kv].map(([key, value]) => ({ key, bytes: encodeKeyValue(key, value) }))];
-  all.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  all.sort(byKey);
   const header = all.length < 15 ? [(all.length << 4) | T.STRUCT] : [0xf0 | T.STRUCT, ...varintBytes(all.length)];
   const list = [Uint8Array.from(header), ...all.map((e) => e.bytes)];
   const listBytes = list.reduce((a, b) => a + b.length, 0);
