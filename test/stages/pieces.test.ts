@@ -5,7 +5,7 @@
 // long whitespace runs (spaces, tabs, newlines, thousands of them), CJK without spaces, emoji and other
 // multi-byte characters that byte-level BPE splits into several tokens, code, mixed scripts, repeated
 // characters. A tokenizer that cannot be cut must be seen to fall back (asserted, never a silent pass).
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -98,15 +98,20 @@ for (const [name, path] of Object.entries(TOKENIZERS)) {
   });
 }
 
-test('llama2 (cuts only at a space) falls back to whole-text tokenization on CJK without spaces, same ids', async (t) => {
-  const path = TOKENIZERS.llama2;
-  const text = documents(5).cjk;
-  t.false(text.includes(' '));
+/** With tiny pieces, `text` is tokenized whole (one fallback, no cut) and its ids equal the whole text's. */
+async function assertWholeFallback(t: ExecutionContext, path: string, text: string): Promise<void> {
   const tok = TextTokenizer.load(path, { pieces: { pieceChars: 200, marginChars: 64 } });
   const [got] = await tok.encode([doc(0, text)]);
   t.is(tok.pieceStats.wholeFallbacks, 1);
   t.is(tok.pieceStats.cuts, 0);
   t.is(firstDiff(got.tokenIds, await wholeIds(path, text, null)), -1);
+}
+
+test('llama2 (cuts only at a space) falls back to whole-text tokenization on CJK without spaces, same ids', async (t) => {
+  const path = TOKENIZERS.llama2;
+  const text = documents(5).cjk;
+  t.false(text.includes(' '));
+  await assertWholeFallback(t, path, text);
 });
 
 test('a tokenizer with a non-local component (Strip normalizer) falls back to whole-text tokenization, same ids', async (t) => {
@@ -117,11 +122,7 @@ test('a tokenizer with a non-local component (Strip normalizer) falls back to wh
   writeFileSync(path, JSON.stringify(json));
   t.deepEqual(cutModeOf(json), { unsupported: 'normalizer Strip' });
   const text = documents(3).mixed;
-  const tok = TextTokenizer.load(path, { pieces: { pieceChars: 200, marginChars: 64 } });
-  const [got] = await tok.encode([doc(0, text)]);
-  t.is(tok.pieceStats.wholeFallbacks, 1);
-  t.is(tok.pieceStats.cuts, 0);
-  t.is(firstDiff(got.tokenIds, await wholeIds(path, text, null)), -1);
+  await assertWholeFallback(t, path, text);
 });
 
 test('short documents in the same chunk keep their order and ids; long ones are cut', async (t) => {
