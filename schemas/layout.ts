@@ -39,6 +39,9 @@ export const recordKey = (r: { unit: string }): string => r.unit.slice(0, r.unit
  * The data file of a unit. With `hive`, the shard folder is named `shard=<key>` so that DuckDB, Spark and
  * Trino read the output dir as one table partitioned by `shard` (Hive layout).
  */
+/** A data file's format, from its name (rho writes `.parquet` or `.arrow`). */
+export const formatOf = (file: string): 'parquet' | 'arrow' => (file.endsWith('.arrow') ? 'arrow' : 'parquet');
+
 export const dataPath = (u: UnitId, format: 'parquet' | 'arrow', hive = false): string =>
   `${hive ? 'shard=' : ''}${unitName(u)}.${format}`;
 export const donePath = (u: UnitId): string => `${LAYOUT.doneDir}/${unitName(u)}.json`;

@@ -197,6 +197,17 @@ function valueBytes(t: DataType): number {
   return 8;
 }
 
+/**
+ * Uncompressed bytes of one cell, for row group sizing: a list of `n` values (+ a quarter byte of levels each),
+ * a string of `n` UTF-8 bytes (+ its 4-byte offset), or one fixed-width value. The one rule cutRowGroups (a
+ * whole table) and the streaming writer (document by document) both cut by, so their files are the same.
+ */
+function cellBytes(t: DataType, n: number): number {
+  if (DataType.isList(t)) return n * (valueBytes(t.children[0].type) + 0.25);
+  if (DataType.isUtf8(t)) return n + 4;
+  return valueBytes(t);
+}
+
 /** Split a table's batches into row groups of at most ROW_GROUP_ROWS rows and about `maxBytes` uncompressed bytes. */
 export function cutRowGroups(table: Table, maxBytes = ROW_GROUP_BYTES, maxRows = ROW_GROUP_ROWS): RecordBatch[] {
   const out: RecordBatch[] = [];
@@ -204,15 +215,8 @@ export function cutRowGroups(table: Table, maxBytes = ROW_GROUP_BYTES, maxRows =
     const rows = batch.numRows;
     const perRow = new Float64Array(rows);
     batch.schema.fields.forEach((f, i) => {
-      const d = batch.data.children[i];
-      if (DataType.isList(f.type)) {
-        const w = valueBytes(f.type.children[0].type) + 0.25; // + levels
-        const o = d.valueOffsets as Int32Array;
-        for (let r = 0; r < rows; r++) perRow[r] += (o[r + 1] - o[r]) * w;
-      } else if (DataType.isUtf8(f.type)) {
-        const o = d.valueOffsets as Int32Array;
-        for (let r = 0; r < rows; r++) perRow[r] += o[r + 1] - o[r] + 4;
-      } else for (let r = 0; r < rows; r++) perRow[r] += valueBytes(f.type);
+      const o = batch.data.children[i].valueOffsets as Int32Array | undefined;
+      for (let r = 0; r < rows; r++) perRow[r] += cellBytes(f.type, o ? o[r + 1] - o[r] : 1);
     });
     let start = 0;
     let bytes = 0;
@@ -278,6 +282,14 @@ export function writeStage(opts: WriteStageOptions): Stage<UnitRecords<ScoredDoc
   });
 }
 
+/** Tokens of a document that got a score from `model` (the rest are NaN: written as null). */
+function scoredTokensOf(doc: ScoredDocument, model: string): number {
+  const lp = doc.scores.get(model)!.logprob;
+  let n = 0;
+  for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) n++;
+  return n;
+}
+
 export function encodeUnit(u: UnitRecords<ScoredDocument>, opts: WriteStageOptions): EncodedUnit {
   const scored: ScoredDocument[] = [];
   const rejects: Rejected[] = [];
@@ -287,8 +299,7 @@ export function encodeUnit(u: UnitRecords<ScoredDocument>, opts: WriteStageOptio
     if (r.kind === 'reject') { rejects.push(r.reject); continue; }
     scored.push(r.doc);
     tokens += r.doc.tokenIds.length;
-    const lp = r.doc.scores.get(opts.models[0])!.logprob;
-    for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) scoredTokens++;
+    scoredTokens += scoredTokensOf(r.doc, opts.models[0]);
   }
   const table = scoredTable(scored, opts.models, opts.entropy, opts.spec, opts.metadata(u.unit, u.records.length), opts.scoreDtype, opts.projected);
   const bytes = encodeTable(table, opts.format);
@@ -300,13 +311,12 @@ export function encodeUnit(u: UnitRecords<ScoredDocument>, opts: WriteStageOptio
 
 // ---- streaming: a unit's file written as its row groups fill ----
 
-/** Uncompressed bytes of one document's row, by the rule of cutRowGroups (same fields, same order, same sums). */
+/** Uncompressed bytes of one document's row, by cutRowGroups' rule (same fields, same order, same sums). */
 function rowBytes(fields: readonly Field[], doc: ScoredDocument): number {
   let b = 0;
   for (const f of fields) {
-    if (DataType.isList(f.type)) b += doc.tokenIds.length * (valueBytes(f.type.children[0].type) + 0.25);
-    else if (DataType.isUtf8(f.type)) b += Buffer.byteLength(f.name === COL.source ? doc.source : doc.id, 'utf8') + 4;
-    else b += valueBytes(f.type);
+    const n = DataType.isList(f.type) ? doc.tokenIds.length : DataType.isUtf8(f.type) ? Buffer.byteLength(f.name === COL.source ? doc.source : doc.id, 'utf8') : 1;
+    b += cellBytes(f.type, n);
   }
   return b;
 }
@@ -429,8 +439,7 @@ export function streamWriteStage(opts: WriteStageOptions & { rowGroupBytes?: num
           const d = it.doc;
           u.scored++;
           u.tokens += d.tokenIds.length;
-          const lp = d.scores.get(opts.models[0])!.logprob;
-          for (let i = 0; i < lp.length; i++) if (!Number.isNaN(lp[i])) u.scoredTokens++;
+          u.scoredTokens += scoredTokensOf(d, opts.models[0]);
           if (opts.format === 'parquet') {
             const b = rowBytes(fields, d);
             if (u.docs.length > 0 && (u.docs.length >= ROW_GROUP_ROWS || u.groupBytes + b > maxBytes)) {

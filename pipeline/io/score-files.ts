@@ -8,7 +8,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { RecordBatchReader, tableFromIPC, DataType, type RecordBatch, type Schema, type Data, type Bool } from 'apache-arrow';
 import * as pq from 'parquet-wasm';
 import { COL, META, PER_FILE_KEYS, SCHEMA_VERSION, SELECT_META, logprobColumn, provenanceViews, type ProvenanceViews } from '../../schemas/contract.js';
-import { LAYOUT } from '../../schemas/layout.js';
+import { LAYOUT, formatOf } from '../../schemas/layout.js';
 import type { Manifest } from '../../schemas/manifest.js';
 import { ConfigError } from '../../schemas/errors.js';
 import type { OutputFormat } from '../../stages/write.js';
@@ -99,7 +99,7 @@ export async function openScoreSet(root: string): Promise<ScoreSet> {
   const files: ScoreFile[] = [];
   for (const rel of rels) {
     const path = join(root, rel);
-    const format: OutputFormat = rel.endsWith('.arrow') ? 'arrow' : 'parquet';
+    const format: OutputFormat = formatOf(rel);
     let header: { metadata: Map<string, string>; schema: Schema };
     try {
       header = await readFileHeader(path, format);
@@ -232,7 +232,7 @@ export async function openSelection(root: string, set: ScoreSet): Promise<Select
     const rel = byRel.get(sansExt(f.rel));
     if (!rel) throw new ConfigError(`--selection ${root}: no selection file for score file ${f.rel} (was the selection made from ${set.root}?)`);
     const path = join(root, rel);
-    const format: OutputFormat = rel.endsWith('.arrow') ? 'arrow' : 'parquet';
+    const format: OutputFormat = formatOf(rel);
     const header = await readFileHeader(path, format).catch((e: Error) => { throw new ConfigError(`${path}: cannot be read (${e.message})`); });
     const md = header.metadata;
     if (md.get(SELECT_META.layout) !== 'compact') throw new ConfigError(`${path}: not a compact selection file (metadata ${SELECT_META.layout} is ${md.get(SELECT_META.layout) ?? 'missing'}); a full-copy selection dir is itself the input: rho export ${root}`);

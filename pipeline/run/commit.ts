@@ -17,11 +17,12 @@
 // rank publishes it (recoverStaged). A crash before 3 leaves a staged file without record: deleted once no
 // live claim on the unit remains. So `DIR/**/*.parquet` only ever holds files whose record vouches for them.
 import type { OutputStore } from '../../schemas/store.js';
-import { LAYOUT, type CompletionRecord } from '../../schemas/layout.js';
+import { LAYOUT, formatOf, type CompletionRecord } from '../../schemas/layout.js';
 import { sha256 } from '../../stages/write.js';
 import { crashPoint } from '../../schemas/crashpoints.js';
 import { isLive, readClaims } from './claims.js';
-import { mapLimit, READ_CONCURRENCY } from './records.js';
+import { READ_CONCURRENCY } from './records.js';
+import { mapLimit } from '../io/parallel.js';
 
 export const STAGED_DIR = '_rho/staged';
 
@@ -60,7 +61,7 @@ export async function commitUnit(store: OutputStore, out: UnitOutput, stillOwned
     if (!out.bytes) throw new Error('internal: a unit output needs bytes or a staged file');
     sha = sha256(out.bytes);
     size = out.bytes.length;
-    staged = stagedPath(r.unit, sha, file.endsWith('.arrow') ? 'arrow' : 'parquet');
+    staged = stagedPath(r.unit, sha, formatOf(file));
     await store.writeAtomic(staged, out.bytes);
   }
   crashPoint('unit-data-written');

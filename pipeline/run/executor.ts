@@ -6,7 +6,7 @@
 // as the writer encodes it; commits it exactly once (commit.ts: staged data, exclusive completion record,
 // publish) and releases its claim; keeps the accounting, the progress line, the rank's summary and,
 // for the last rank to finish, the manifest.
-import { rejectsPath, unitName } from '../../schemas/layout.js';
+import { formatOf, rejectsPath, unitName } from '../../schemas/layout.js';
 import type { CompletionRecord } from '../../schemas/layout.js';
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import type { OutputStore, StoreWriter } from '../../schemas/store.js';
@@ -136,9 +136,8 @@ export class Executor {
         if (item.kind === 'data') {
           let o = open.get(name);
           if (!o) {
-            const format = item.file.endsWith('.arrow') ? 'arrow' : 'parquet';
             // Temp name under the staged dir (recoverStaged removes a crashed runner's once its claim is dead).
-            const writer = await this.opts.store.createWriter(stagedPath(name, randomBytes(8).toString('hex'), format));
+            const writer = await this.opts.store.createWriter(stagedPath(name, randomBytes(8).toString('hex'), formatOf(item.file)));
             open.set(name, (o = { writer, hash: createHash('sha256'), bytes: 0 }));
           }
           o.hash.update(item.bytes);
@@ -153,7 +152,7 @@ export class Executor {
           open.delete(name);
           // Complete and hashed: only now does it get its staged name (and can a record vouch for it).
           const sha = o.hash.digest('hex');
-          const path = stagedPath(name, sha, item.file.endsWith('.arrow') ? 'arrow' : 'parquet');
+          const path = stagedPath(name, sha, formatOf(item.file));
           await o.writer.close(path);
           await this.commit(item, { path, sha256: sha, bytes: o.bytes });
         }

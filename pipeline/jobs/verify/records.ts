@@ -1,7 +1,7 @@
 // Completion records: well-formed, and each unit's data and rejects files are what its record says.
 import { decodeTable, sha256 } from '../../../stages/write.js';
 import { COL } from '../../../schemas/contract.js';
-import { LAYOUT, recordKey, rejectsPath, type CompletionRecord } from '../../../schemas/layout.js';
+import { LAYOUT, formatOf, recordKey, rejectsPath, type CompletionRecord } from '../../../schemas/layout.js';
 import type { Table } from 'apache-arrow';
 import type { OutputStore } from '../../../schemas/store.js';
 import { text, type Findings, type RunIdentityView, type ShardSeen, type VerifyReport } from './report.js';
@@ -45,7 +45,7 @@ export async function checkUnit(store: OutputStore, rec: CompletionRecord, confi
   const rel = rec.file;
   const bytes = await store.read(rel);
   if (!bytes) {
-    const staged = stagedPath(rec.unit, rec.sha256, rel.endsWith('.arrow') ? 'arrow' : 'parquet');
+    const staged = stagedPath(rec.unit, rec.sha256, formatOf(rel));
     if (await store.exists(staged)) f.error('file-missing', rel, `data file of unit ${rec.unit} is not published yet (its runner died between committing and publishing; ${staged} holds it): rerun rho score on this dir to publish it`);
     else f.error('file-missing', rel, `data file of unit ${rec.unit} is missing (its completion record exists); delete ${LAYOUT.doneDir}/${rec.unit}.json and the rank summaries (_rho/ranks/, a cache of records) and rerun rho score`);
     shard.unreadableParts.add(rec.part);
@@ -56,7 +56,7 @@ export async function checkUnit(store: OutputStore, rec: CompletionRecord, confi
   if (digest !== rec.sha256) f.error('sha256', rel, `sha256 ${digest} does not match the completion record (${rec.sha256}): the file changed or is corrupt`);
   let table: Table;
   try {
-    table = decodeTable(bytes, rel.endsWith('.arrow') ? 'arrow' : 'parquet');
+    table = decodeTable(bytes, formatOf(rel));
   } catch (e) {
     f.error('decode', rel, `cannot be decoded as ${rel.endsWith('.arrow') ? 'Arrow IPC' : 'Parquet'}: ${(e as Error).message}`);
     shard.unreadableParts.add(rec.part);
