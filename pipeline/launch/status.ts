@@ -3,7 +3,8 @@
 import { createHash } from 'node:crypto';
 import { readShard } from '../../stages/read.js';
 import { ConfigError } from '../../schemas/errors.js';
-import { readAllRecords, readRunInfo, mapLimit, READ_CONCURRENCY } from '../run/records.js';
+import { readAllRecords, readRunInfo, READ_CONCURRENCY } from '../run/records.js';
+import { mapLimit } from '../io/parallel.js';
 import { isLive, type ClaimBody } from '../run/claims.js';
 import { resolveInputs } from '../io/inputs.js';
 import { assignShardKeys } from '../io/input-checks.js';

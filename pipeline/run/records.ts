@@ -26,8 +26,6 @@ export const READ_CONCURRENCY = 32;
 export const RANKS_DIR = '_rho/ranks';
 export const RUNS_DIR = '_rho/runs';
 
-export { mapLimit };
-
 const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 const byUnit = (a: CompletionRecord, b: CompletionRecord) => (a.unit < b.unit ? -1 : a.unit > b.unit ? 1 : 0);
 

@@ -9,7 +9,8 @@ import { dirname, join } from 'node:path';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { LocalStore } from '../../pipeline/io/local.js';
 import { S3Store, s3Client } from '../../pipeline/io/s3.js';
-import { LIST_CONCURRENCY, LIST_RANGES, doneSplitPoints, listRecordUnits, listSplit, mapLimit, readOwnRecords } from '../../pipeline/run/records.js';
+import { LIST_CONCURRENCY, LIST_RANGES, doneSplitPoints, listRecordUnits, listSplit, readOwnRecords } from '../../pipeline/run/records.js';
+import { mapLimit } from '../../pipeline/io/parallel.js';
 
 // The split itself is what is tested: no first page that would hold the whole (small) listing, unless said.
 const NO_PROBE = { probe: 0 };

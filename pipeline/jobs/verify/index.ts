@@ -19,7 +19,8 @@ import { parseRecord, checkUnit, checkRejects } from './records.js';
 import { readManifest, manifestInputs, checkManifest } from './manifest.js';
 import { checkInput, fileToCheck, sourceToCheck } from './inputs.js';
 import { INPUTS_DIR, readShardEntry } from '../../io/input-checks.js';
-import { listSummaries, mapLimit, READ_CONCURRENCY, type RankSummary } from '../../run/records.js';
+import { listSummaries, READ_CONCURRENCY, type RankSummary } from '../../run/records.js';
+import { mapLimit } from '../../io/parallel.js';
 import { STAGED_DIR } from '../../run/commit.js';
 
 export type { Severity, Finding, VerifyOptions, VerifyReport } from './report.js';
